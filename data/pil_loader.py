@@ -1,0 +1,160 @@
+"""Pillow + numpy loaders: the reference input pipeline (and the fallback when DALI is absent).
+
+Training: random-resized-crop (Inception-style: area in [min_area, 1], aspect ratio in
+[3/4, 4/3], 10 attempts then a centre crop), random horizontal flip, per-channel
+normalisation, CHW float32. Validation: resize the shorter side to ``image_size *
+resize_ratio`` (256/224 as in the ImageNet recipes), centre-crop ``image_size``.
+
+Augmentation randomness is a function of ``(seed, epoch, sample index)``, not of thread
+timing, so a run is reproducible and a resumed run sees the same crops.
+"""
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import Image
+
+from .imagefolder import DataError
+from .sampler import ShardedStream
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+def open_rgb(path):
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as e:  # PIL raises many types for broken files
+        raise DataError(f"cannot decode {path}: {e}; replace or remove the file "
+                        "(a broken copy?)") from None
+
+
+def random_resized_crop_box(width, height, rng, min_area, ratio=(3 / 4, 4 / 3)):
+    """(left, top, w, h) of an Inception-style crop, as torchvision and DALI compute it."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(min_area, 1.0)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+    side = min(width, height)  # fall back to the largest centred square
+    return (width - side) // 2, (height - side) // 2, side, side
+
+
+def to_chw(img):
+    x = (np.asarray(img, dtype=np.float32) - MEAN) / STD
+    return x.transpose(2, 0, 1)
+
+
+def train_transform(path, size, rng, min_area):
+    img = open_rgb(path)
+    left, top, w, h = random_resized_crop_box(img.width, img.height, rng, min_area)
+    img = img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+    if rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return to_chw(img)
+
+
+def val_transform(path, size, resize_ratio):
+    img = open_rgb(path)
+    short = int(round(size * resize_ratio))
+    scale = short / min(img.width, img.height)
+    w, h = max(size, int(round(img.width * scale))), max(size, int(round(img.height * scale)))
+    img = img.resize((w, h), Image.Resampling.BILINEAR)
+    left, top = (w - size) // 2, (h - size) // 2
+    return to_chw(img.crop((left, top, left + size, top + size)))
+
+
+class PilTrainLoader:
+    """Training batches for one shard, read from a ``ShardedStream``.
+
+    ``next_batch(b)`` returns ``(images, labels)``; the batch size may change between calls.
+    The next batch is prepared in the background assuming the same size; if a different size
+    is asked for, that work is dropped and the stream rewound, so accounting stays exact.
+    ``state()`` describes the stream after the last *delivered* batch.
+    """
+
+    def __init__(self, listing, image_size, shard_id=0, num_shards=1, seed=0,
+                 num_threads=2, min_crop_area=0.08, state=None):
+        self.listing = listing
+        self.size = image_size
+        self.min_area = min_crop_area
+        self.seed = seed
+        self.stream = ShardedStream(len(listing), shard_id, num_shards, seed)
+        if state is not None:
+            self.stream.load_state(state)
+        self.pool = ThreadPoolExecutor(max(1, num_threads))
+        self._pending = None  # (batch_size, stream state before it, futures)
+        self._delivered_state = self.stream.state()
+
+    def _load_one(self, index, epoch):
+        rng = np.random.default_rng([self.seed, int(epoch), int(index), 1])
+        return train_transform(self.listing.files[index], self.size, rng, self.min_area)
+
+    def _submit(self, batch_size):
+        before = self.stream.state()
+        indices, epochs = self.stream.take(batch_size)
+        futures = [self.pool.submit(self._load_one, i, e) for i, e in zip(indices, epochs)]
+        labels = self.listing.labels[indices].reshape(-1, 1)
+        return batch_size, before, futures, labels
+
+    def next_batch(self, batch_size):
+        if self._pending is not None and self._pending[0] != batch_size:
+            for f in self._pending[2]:
+                f.cancel()
+            self.stream.load_state(self._pending[1])   # rewind: the guess was wrong
+            self._pending = None
+        job = self._pending or self._submit(batch_size)
+        images = np.stack([f.result() for f in job[2]])
+        self._delivered_state = self.stream.state()
+        self._pending = self._submit(batch_size)       # prefetch, assuming the same size
+        return images, job[3]
+
+    def state(self):
+        return dict(self._delivered_state)
+
+    @property
+    def epochs_done(self):
+        s = self._delivered_state
+        return s["epoch"] + s["offset"] / self.stream.epoch_length
+
+    def close(self):
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class PilValLoader:
+    """Validation batches of shard ``shard_id``: samples ``shard_id::num_shards``, each once.
+
+    Yields ``(images, labels, valid)``; the last batch is padded to ``batch_size`` (the graph
+    has a fixed shape) and ``valid`` says how many leading rows are real.
+    """
+
+    def __init__(self, listing, image_size, batch_size, shard_id=0, num_shards=1,
+                 resize_ratio=256 / 224, num_threads=2):
+        self.listing = listing
+        self.size = image_size
+        self.batch_size = batch_size
+        self.ratio = resize_ratio
+        self.indices = np.arange(shard_id, len(listing), num_shards)
+        self.num_threads = num_threads
+
+    def __len__(self):
+        return -(-len(self.indices) // self.batch_size)
+
+    def __iter__(self):
+        with ThreadPoolExecutor(max(1, self.num_threads)) as pool:
+            for start in range(0, len(self.indices), self.batch_size):
+                chunk = self.indices[start:start + self.batch_size]
+                images = list(pool.map(lambda i: val_transform(self.listing.files[i], self.size,
+                                                               self.ratio), chunk))
+                labels = self.listing.labels[chunk]
+                valid = len(chunk)
+                if valid < self.batch_size:
+                    pad = self.batch_size - valid
+                    images.extend([images[-1]] * pad)
+                    labels = np.concatenate([labels, np.repeat(labels[-1:], pad)])
+                yield np.stack(images), labels.reshape(-1, 1), valid
