@@ -1,0 +1,224 @@
+"""Typed run configuration: one YAML per recipe, ``--set section.key=value`` overrides.
+
+Every key lives in a dataclass section below with its type and default, so the full set of
+knobs is visible in one place and a typo is an error, not a silently ignored setting.
+``load_config`` merges defaults <- YAML file <- overrides, checks types and values, and the
+trainer writes the result to ``OUTPUT_DIR/config.yaml`` so every run records what it ran.
+"""
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the key and how to fix it."""
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 50
+    num_classes: Optional[int] = None     # None: the number of classes in the data set
+    width: float = 1.0                     # channel multiplier; <1 only for CPU demos
+    small_stem: bool = False               # 3x3/1 stem, no max-pool (32-64 px inputs)
+    zero_init_last_bn: bool = True         # gamma=0 in each block's last BN (Goyal et al.)
+    channel_last: bool = False             # NHWC; cuDNN only (nnabla's CPU convolution is NCHW)
+
+
+@dataclass
+class DataConfig:
+    dir: Optional[str] = None              # ImageNet layout: DIR/train/<class>/*, DIR/val/<class>/*
+    backend: str = "pil"                   # pil | synthetic (dali arrives with data/)
+    image_size: int = 224                  # training crop and validation crop, in pixels
+    val_resize_ratio: float = 256 / 224    # validation: shorter side = image_size * ratio
+    min_crop_area: float = 0.08            # random-resized-crop area range [min, 1]
+    num_threads: int = 2                   # decoding threads per rank
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 90.0
+    global_batch: int = 256                # samples per update, summed over all ranks
+    seed: int = 0
+    log_every_steps: int = 20              # a "step" line in log.jsonl every N updates
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "momentum"            # momentum
+    base_lr: float = 0.1                   # per 256 samples; scaled by the global batch
+    lr_scaling: str = "linear"             # linear | sqrt (in global_batch / 256)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4             # not applied to BN parameters and biases
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 5.0             # linear, per iteration, from warmup_start_factor
+    warmup_start_factor: float = 0.0       # first lr = factor * peak
+    decay: str = "cosine"                  # cosine | poly | step
+    poly_power: float = 2.0
+    step_milestones: List[float] = field(default_factory=lambda: [30.0, 60.0, 80.0])
+    step_gamma: float = 0.1
+    final_lr_factor: float = 0.0           # cosine/poly end at factor * peak
+
+
+@dataclass
+class EvalConfig:
+    every_epochs: float = 1.0              # validation every N epochs, and always at the end
+    batch_size: int = 100                  # per rank
+    top1_thresholds: List[float] = field(default_factory=lambda: [0.5, 0.75, 0.9])
+
+
+@dataclass
+class Config:
+    device: str = "cpu"                    # cpu (gpu arrives with nnabla-ext-cuda support)
+    type_config: str = "float"             # float | half
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CHOICES = {
+    "device": ("cpu",),
+    "type_config": ("float", "half"),
+    "data.backend": ("pil", "synthetic"),
+    "optim.optimizer": ("momentum",),
+    "optim.lr_scaling": ("linear", "sqrt"),
+    "optim.decay": ("cosine", "poly", "step"),
+}
+POSITIVE = ("model.depth", "model.width", "data.image_size", "data.num_threads",
+            "train.epochs", "train.global_batch", "train.log_every_steps",
+            "optim.base_lr", "eval.every_epochs", "eval.batch_size", "data.val_resize_ratio")
+FRACTIONS = ("optim.label_smoothing", "data.min_crop_area", "optim.warmup_start_factor",
+             "optim.final_lr_factor", "optim.momentum")
+
+
+# --- loading -----------------------------------------------------------------------------
+def load_config(path=None, overrides=()):
+    """defaults <- YAML at ``path`` <- ``overrides`` (["model.width=0.25", ...]); validated."""
+    cfg = Config()
+    if path is not None:
+        try:
+            with open(path) as f:
+                doc = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist; recipes live in configs/")
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}")
+        if not isinstance(doc, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+        _merge(cfg, doc, prefix="", source=path)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. model.width=0.25")
+        set_value(cfg, key.strip(), yaml.safe_load(text) if text.strip() else None,
+                  source="--set")
+    validate(cfg)
+    return cfg
+
+
+def _merge(node, doc, prefix, source):
+    for key, value in doc.items():
+        dotted = prefix + str(key)
+        if isinstance(value, dict) and dataclasses.is_dataclass(_child(node, dotted, key, source)):
+            _merge(getattr(node, key), value, dotted + ".", source)
+        else:
+            set_value(node, str(key), value, source, full_key=dotted)
+
+
+def _child(node, dotted, key, source):
+    names = [f.name for f in dataclasses.fields(node)]
+    if key not in names:
+        raise ConfigError(_unknown_key_message(dotted, node, key, source))
+    return getattr(node, key)
+
+
+def set_value(node, key, value, source, full_key=None):
+    """Set dotted ``key`` under dataclass ``node`` with a type check."""
+    full_key = full_key or key
+    *parents, leaf = key.split(".")
+    for p in parents:
+        child = _child(node, full_key, p, source)
+        if not dataclasses.is_dataclass(child):
+            raise ConfigError(f"{source}: {full_key}: {p!r} is a value, not a section")
+        node = child
+    fields = {f.name: f for f in dataclasses.fields(node)}
+    if leaf not in fields:
+        raise ConfigError(_unknown_key_message(full_key, node, leaf, source))
+    hint = typing.get_type_hints(type(node))[leaf]
+    if dataclasses.is_dataclass(hint):
+        raise ConfigError(f"{source}: {full_key} is a section; set its keys, e.g. "
+                          f"{full_key}.{dataclasses.fields(hint)[0].name}=...")
+    setattr(node, leaf, _coerce(value, hint, full_key, source))
+
+
+def _unknown_key_message(full_key, node, leaf, source):
+    names = [f.name for f in dataclasses.fields(node)]
+    close = difflib.get_close_matches(leaf, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"{source}: unknown config key {full_key!r}{hint}; valid keys here: "
+            f"{', '.join(names)}")
+
+
+def _coerce(value, hint, key, source):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union and type(None) in args:          # Optional[X]
+        if value is None:
+            return None
+        return _coerce(value, [a for a in args if a is not type(None)][0], key, source)
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]", source) if args else v
+                for i, v in enumerate(value)]
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is typing.Any or isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{source}: {key} must be {getattr(hint, '__name__', hint)}, "
+                      f"got {value!r} ({type(value).__name__})")
+
+
+# --- validation --------------------------------------------------------------------------
+def get(cfg, dotted):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg):
+    for key, allowed in CHOICES.items():
+        if get(cfg, key) not in allowed:
+            raise ConfigError(f"{key}={get(cfg, key)!r} is not one of {', '.join(allowed)}")
+    for key in POSITIVE:
+        if get(cfg, key) <= 0:
+            raise ConfigError(f"{key}={get(cfg, key)} must be positive")
+    for key in FRACTIONS:
+        if not 0 <= get(cfg, key) <= 1:
+            raise ConfigError(f"{key}={get(cfg, key)} must lie in [0, 1]")
+    if cfg.model.num_classes is not None and cfg.model.num_classes < 2:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} must be at least 2, "
+                          "or null to take it from the data set")
+    if cfg.optim.warmup_epochs >= cfg.train.epochs:
+        raise ConfigError(f"optim.warmup_epochs={cfg.optim.warmup_epochs} must be less than "
+                          f"train.epochs={cfg.train.epochs}")
+    if cfg.model.channel_last and cfg.device == "cpu":
+        raise ConfigError("model.channel_last=true needs device=gpu: nnabla's CPU convolution "
+                          "supports only NCHW; drop the override for CPU runs")
+
+
+# --- output ------------------------------------------------------------------------------
+def to_dict(cfg):
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg):
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)

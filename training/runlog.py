@@ -1,0 +1,101 @@
+"""The run's record: ``log.jsonl`` (one JSON object per line) and ``summary.json``.
+
+This is the contract the report tool and users read (README, "Logs"). Every line carries the
+same core keys, ``null`` where a key does not apply to the event, so a reader never has to
+guess whether a key is missing or just not measured::
+
+    event        "start" | "step" | "epoch" | "eval" | "end" (later events may add kinds)
+    epoch        fractional epochs completed by the whole job when the line was written
+    step         updates completed
+    elapsed_s    training wall time in seconds (setup excluded), cumulative over resumes
+    train_loss   mean training loss since the previous line of the same event
+    val_top1     validation accuracy, a fraction in [0, 1]
+    val_top5
+    global_batch samples per update at that point
+    lr           learning rate of the last update
+    images_per_s training throughput of the whole job since the previous line
+
+Only rank 0 writes. Lines are flushed as they are written, so a crashed or running job
+leaves a readable partial log.
+"""
+import json
+import math
+import os
+import time
+
+CORE_KEYS = ("event", "epoch", "step", "elapsed_s", "train_loss", "val_top1", "val_top5",
+             "global_batch", "lr", "images_per_s")
+
+
+def _clean(value):
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return round(value, 6)
+    return value
+
+
+class RunLog:
+    def __init__(self, output_dir, enabled=True, thresholds=(), append=False):
+        self.enabled = enabled
+        self.path = os.path.join(output_dir, "log.jsonl")
+        self.summary_path = os.path.join(output_dir, "summary.json")
+        self.thresholds = sorted(thresholds)
+        self.evals = []          # (epoch, step, elapsed_s, top1, top5)
+        self._file = None
+        if enabled:
+            os.makedirs(output_dir, exist_ok=True)
+            self._file = open(self.path, "a" if append else "w")
+
+    def write(self, event, **fields):
+        record = {k: None for k in CORE_KEYS}
+        record.update(fields)
+        record["event"] = event
+        if event == "eval":
+            self.evals.append((record["epoch"], record["step"], record["elapsed_s"],
+                               record["val_top1"], record["val_top5"]))
+        if self._file:
+            self._file.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+            self._file.flush()
+        return record
+
+    def summary(self, **fields):
+        """The end-of-run digest: accuracies, time to each top-1 threshold, plus ``fields``."""
+        final = self.evals[-1] if self.evals else None
+        best = max(self.evals, key=lambda e: e[3]) if self.evals else None
+        time_to = {}
+        for t in self.thresholds:
+            hit = next((e for e in self.evals if e[3] >= t), None)
+            time_to[f"{t:g}"] = hit[2] if hit else None
+        out = {
+            "final_val_top1": final[3] if final else None,
+            "final_val_top5": final[4] if final else None,
+            "best_val_top1": best[3] if best else None,
+            "best_val_top1_epoch": best[0] if best else None,
+            "time_to_top1": time_to,
+        }
+        out.update(fields)
+        return {k: _clean(v) for k, v in out.items()}
+
+    def write_summary(self, summary):
+        if self.enabled:
+            tmp = self.summary_path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(summary, f, indent=2)
+                f.write("\n")
+            os.replace(tmp, self.summary_path)
+
+    def close(self):
+        if self._file:
+            self._file.close()
+            self._file = None
+
+
+class Stopwatch:
+    """Training wall time; ``offset`` carries the time of earlier segments over a resume."""
+
+    def __init__(self, offset=0.0):
+        self.start = time.perf_counter() - offset
+
+    def elapsed(self):
+        return time.perf_counter() - self.start
