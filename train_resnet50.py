@@ -15,6 +15,7 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("NNABLA_CONFIG_FILE_PATH", os.path.join(REPO, "nnabla.conf"))
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
@@ -24,7 +25,7 @@ import numpy as np  # noqa: E402
 import nnabla as nn  # noqa: E402
 from nnabla.ext_utils import get_extension_context  # noqa: E402
 
-from comm.local import LocalCommunicator  # noqa: E402
+from comm import CommError, create as create_communicator  # noqa: E402
 from data.imagefolder import DataError, list_imagenet  # noqa: E402
 from data.pil_loader import PilTrainLoader, PilValLoader  # noqa: E402
 from data.sampler import padded_epoch_length  # noqa: E402
@@ -50,12 +51,34 @@ def parse_args(argv):
                    help="replace a previous run in the output dir instead of refusing")
     p.add_argument("--dry-run", action="store_true",
                    help="build the model, schedule and data listing, print the plan, exit")
+    p.add_argument("--param-digest", action="store_true",
+                   help="every rank writes OUTPUT_DIR/param_digest.rank<R> (sha256 of the "
+                        "trained parameters) at the end: shows whether ranks stayed in sync")
     return p.parse_args(argv)
 
 
-def fail(message):
-    """One line that names the problem and the fix, then a non-zero exit."""
+def fail(message, comm=None):
+    """One line that names the problem and the fix, then a non-zero exit. Given a
+    communicator of several ranks it ends the whole job: a rank that exited alone would
+    leave the others waiting in their next collective."""
+    if comm is not None and comm.size > 1:
+        comm.abort(f"error: {message}")
     sys.exit(f"error: {message}")
+
+
+def mean_over_ranks(comm, value):
+    """The mean of a per-rank scalar over all ranks (one small all-reduce)."""
+    buf = np.array([value], np.float64)
+    comm.all_reduce([buf], average=True)
+    return float(buf[0])
+
+
+def param_digest(params):
+    h = hashlib.sha256()
+    for name, p in params.items():
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(p.d).tobytes())
+    return h.hexdigest()
 
 
 # --- building blocks -----------------------------------------------------------------------
@@ -160,7 +183,12 @@ def main(argv=None):
         cfg.data.dir = args.data_dir
     recipe = os.path.splitext(os.path.basename(args.config or "default"))[0]
     output_dir = args.output_dir or os.path.join("runs", recipe)
-    comm = LocalCommunicator()
+    try:    # one process: a local communicator; under mpirun: cfg.comm's algorithm and grid
+        comm = create_communicator(cfg.comm.algorithm, cfg.comm.grid,
+                                   bucket_mb=cfg.comm.bucket_mb, wire_dtype=cfg.comm.wire_dtype,
+                                   timeout_s=cfg.comm.timeout_s)
+    except CommError as e:
+        fail(str(e))
     rank0 = comm.rank == 0
 
     # Check everything that can be checked before any work is spent on it.
@@ -169,19 +197,20 @@ def main(argv=None):
         try:
             listing = list_imagenet(cfg.data.dir)
         except DataError as e:
-            fail(str(e))
+            fail(str(e), comm)
     if cfg.model.num_classes is None:
         if listing is None:
             fail("model.num_classes is not set and no --data-dir was given to count classes; "
-                 "pass --data-dir or --set model.num_classes=1000")
+                 "pass --data-dir or --set model.num_classes=1000", comm)
         cfg.model.num_classes = len(listing[0].classes)
     elif listing is not None and len(listing[0].classes) > cfg.model.num_classes:
         fail(f"the data set has {len(listing[0].classes)} classes but model.num_classes="
-             f"{cfg.model.num_classes}; set it to null or to at least that")
+             f"{cfg.model.num_classes}; set it to null or to at least that", comm)
     if not args.dry_run and not args.overwrite and os.path.exists(
             os.path.join(output_dir, "log.jsonl")):
         fail(f"{output_dir} already holds a run; pass --overwrite to replace it or choose "
-             "another --output-dir")
+             "another --output-dir", comm)
+    comm.barrier()   # every rank has checked the output dir before rank 0 writes into it
 
     nn.set_default_context(get_extension_context("cpu", type_config=cfg.type_config))
     rng = np.random.RandomState(cfg.train.seed)
@@ -204,7 +233,7 @@ def main(argv=None):
     val_loader = PilValLoader(val_set, cfg.data.image_size, cfg.eval.batch_size, comm.rank,
                               comm.size, cfg.data.val_resize_ratio, cfg.data.num_threads)
     optimizer = Optimizer(params, cfg.optim.momentum, cfg.optim.weight_decay)
-    grads = [p.g for p in params.values()]  # numpy views of nnabla's gradient buffers (CPU)
+    comm.bcast([p.d for p in params.values()], root=0)  # every rank starts from rank 0's weights
 
     if rank0:
         os.makedirs(output_dir, exist_ok=True)
@@ -218,9 +247,9 @@ def main(argv=None):
               host=platform.node(), commit=git_commit())
     progress = Progress(plan.total_steps, enabled=rank0)
     clock = Stopwatch()
-    step, data_wait, eval_time = 0, 0.0, 0.0
+    step, data_wait, eval_time, allreduce_time = 0, 0.0, 0.0, 0.0
     window = SimpleNamespace(loss=0.0, steps=0, images=0, start=0.0)  # since the last "step" line
-    epoch_acc = SimpleNamespace(loss=0.0, steps=0, images=0, seconds=0.0)
+    epoch_acc = SimpleNamespace(loss=0.0, steps=0, images=0, seconds=0.0, allreduce=0.0)
     last_eval = None
 
     # --- the loop: one update per iteration ----------------------------------------------
@@ -236,14 +265,19 @@ def main(argv=None):
         train_net.loss.forward(clear_no_need_grad=True)
         optimizer.zero_grad()
         train_net.loss.backward(clear_buffer=True)
+        # numpy views of this step's gradient buffers (CPU); fetched after every backward
+        # because nnabla may give the gradients new buffers after zero_grad
+        grads = [p.g for p in params.values()]
+        t0 = clock.elapsed()
         comm.all_reduce(grads, average=True)    # the mean gradient over all ranks
+        allreduce_time += clock.elapsed() - t0
         optimizer.step(lr)
         step += 1
 
         loss = float(train_net.loss.d)
         if not math.isfinite(loss):
-            fail(f"training loss became {loss} at step {step} (lr {lr:.4g}); lower "
-                 "optim.base_lr or lengthen optim.warmup_epochs")
+            fail(f"training loss became {loss} at step {step} on rank {comm.rank} "
+                 f"(lr {lr:.4g}); lower optim.base_lr or lengthen optim.warmup_epochs", comm)
         for acc in (window, epoch_acc):
             acc.loss, acc.steps, acc.images = acc.loss + loss, acc.steps + 1, \
                 acc.images + plan.global_batch
@@ -255,18 +289,22 @@ def main(argv=None):
         if step % cfg.train.log_every_steps == 0 or step == plan.total_steps:
             seconds = clock.elapsed() - window.start
             log.write("step", epoch=epoch_now, step=step, elapsed_s=clock.elapsed(),
-                      train_loss=window.loss / window.steps, global_batch=plan.global_batch,
+                      train_loss=mean_over_ranks(comm, window.loss / window.steps),
+                      global_batch=plan.global_batch,
                       lr=lr, images_per_s=window.images / max(seconds, 1e-9))
             window = SimpleNamespace(loss=0.0, steps=0, images=0, start=clock.elapsed())
 
         if math.floor(epoch_now) > math.floor(epoch_before):   # crossed an epoch boundary
             seconds = clock.elapsed() - epoch_acc.seconds - eval_time
             log.write("epoch", epoch=epoch_now, step=step, elapsed_s=clock.elapsed(),
-                      train_loss=epoch_acc.loss / epoch_acc.steps, global_batch=plan.global_batch,
+                      train_loss=mean_over_ranks(comm, epoch_acc.loss / epoch_acc.steps),
+                      global_batch=plan.global_batch,
                       lr=lr, images_per_s=epoch_acc.images / max(seconds, 1e-9),
-                      epoch_index=math.floor(epoch_now), data_wait_s=data_wait)
+                      epoch_index=math.floor(epoch_now), data_wait_s=data_wait,
+                      allreduce_s=allreduce_time - epoch_acc.allreduce)
             epoch_acc = SimpleNamespace(loss=0.0, steps=0, images=0,
-                                        seconds=clock.elapsed() - eval_time)
+                                        seconds=clock.elapsed() - eval_time,
+                                        allreduce=allreduce_time)
         every = cfg.eval.every_epochs
         if (math.floor(epoch_now / every) > math.floor(epoch_before / every)
                 or step == plan.total_steps):
@@ -293,10 +331,18 @@ def main(argv=None):
     summary = log.summary(wall_time_s=wall, epochs=loader.epochs_done, steps=step,
                           images_per_s=step * plan.global_batch / train_seconds,
                           eval_time_s=eval_time, data_wait_s=data_wait,
+                          allreduce_s=allreduce_time, comm_algorithm=comm.algorithm,
+                          comm_grid=f"{comm.grid[0]}x{comm.grid[1]}",
                           world_size=comm.size, global_batch=plan.global_batch,
                           parameters=n_params, status="completed")
     log.write_summary(summary)
     log.close()
+    if args.param_digest:
+        os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, f"param_digest.rank{comm.rank}")
+        with open(path + ".tmp", "w") as f:
+            f.write(param_digest(params) + "\n")
+        os.replace(path + ".tmp", path)
     if rank0:
         nn.save_parameters(os.path.join(output_dir, "final_params.h5"),
                            nn.get_parameters(grad_only=False))  # BN statistics too
