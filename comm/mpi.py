@@ -99,6 +99,7 @@ class MpiCommunicator:
         if path is not None:
             try:
                 records = np.memmap(path, np.int64, "r+", shape=(node.size, FIELDS))
+                records = records.view(np.ndarray)     # plain ndarray: cheaper item writes
             except OSError:
                 records = None
         node.Barrier()
@@ -187,9 +188,12 @@ class MpiCommunicator:
         data, op = _mpi(buf)
         shard = chunk[:buf.size // x] if x > 1 else buf
         sdata = _mpi(shard)[0]
-        if x > 1:
+        if x > 1:   # the result lands in the shard buffer: no copy, as in place
+            # Non-blocking + Wait: Open MPI 5's blocking Reduce_scatter_block (coll/tuned)
+            # made torus2d 1.5-1.9x slower than plain MPI here; libnbc's is 0.9-1.2x
+            # (tools/bench_comm.py, README "comm/").
             self._call("rs_row", self.row_name, self.row_ranks, k, nb,
-                       lambda: self.row.Reduce_scatter_block(data, sdata, op=op),
+                       lambda: self.row.Ireduce_scatter_block(data, sdata, op=op).Wait(),
                        "reduce_scatter", buf.nbytes, x)
         if y > 1:
             self._call("ar_col", self.col_name, self.col_ranks, k, nb,

@@ -113,3 +113,18 @@ def test_a_frozen_rank_makes_the_job_exit_within_the_timeout(tmp_path):
     row0 = [ln for ln in lines if ln.startswith("comm watchdog: rank 0 ")]
     assert row0 and "rs_row" in row0[0] and "group row0 = ranks [0, 1]" in row0[0]
     assert "waiting on rank 1 (not responding" in row0[0]
+
+
+def test_nccl_adapter_logic_on_an_mpi_stand_in():
+    """comm/nccl.py over an mpi4py implementation of nnabla's communicator interface: groups
+    created in the plan's order on every rank, buckets chunked and reassembled correctly.
+    (nnabla's NCCL communicator itself cannot run here: not verified on a GPU.)"""
+    proc = run_mpi(4, [os.path.join(WORKERS, "nccl_adapter.py"), "--grids", "2x2,4x1,1x4"],
+                   timeout=180, env={"NNABLA_CONFIG_FILE_PATH":
+                                     os.path.join(os.path.dirname(WORKERS), "..",
+                                                  "nnabla.conf")})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    r = json.loads(line[len("RESULT "):])
+    assert r["failures"] == [] and r["checked"] == 24
+    assert r["groups_ok"] and r["bcast_ok"]
