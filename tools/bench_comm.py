@@ -146,6 +146,18 @@ def time_rounds(impls, arrays, iters, rounds):
     return times
 
 
+def watchdog_cost_us(calls=100_000):
+    """What arming the watchdog around one collective costs (rank 0, in-process)."""
+    from comm.watchdog import Watchdog
+    dog = Watchdog(0, 300, lambda code: None)
+    t = time.perf_counter()
+    for _ in range(calls):
+        dog.arm("rs_row", "row0", [0, 1], 1)
+        dog.disarm()
+    dog.close()
+    return (time.perf_counter() - t) / calls * 1e6
+
+
 def main(argv=None):
     args = parse_args(argv)
     n = WORLD.size
@@ -209,6 +221,8 @@ def main(argv=None):
                     json_file.write(json.dumps(row) + "\n")
         if label == "resnet50" and "torus2d" in times and "plain" in times:
             resnet_ratio = [a / b for a, b in zip(times["torus2d"], times["plain"])]
+    if rank0:
+        print(f"# watchdog arm+disarm: {watchdog_cost_us():.2f} us per collective call")
     if rank0 and resnet_ratio:
         print(f"# resnet50 gradients: torus2d / plain = {float(np.median(resnet_ratio)):.2f} "
               f"(per round: {', '.join(f'{r:.2f}' for r in resnet_ratio)})")
