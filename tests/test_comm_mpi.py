@@ -42,7 +42,7 @@ def test_every_algorithm_matches_the_float64_reference(results, n):
     r = results(n)
     assert r["ranks"] == n
     assert r["failures"] == []
-    assert r["checked"] >= 56 * len(LAUNCHES[n].split(","))
+    assert r["checked"] == 60 * len(LAUNCHES[n].split(","))     # 4 algorithms x 15 runs
     assert all(r["bcast_ok"].values()), r["bcast_ok"]
 
 
@@ -104,7 +104,7 @@ def test_a_frozen_rank_makes_the_job_exit_within_the_timeout(tmp_path):
         os.kill(p, 9)
     assert not survivors, f"ranks still alive after mpirun ended: {survivors}"
     assert proc.returncode != 0
-    assert ended - frozen_at < timeout_s + 8, (ended - frozen_at, proc.stderr[-3000:])
+    assert ended - frozen_at < timeout_s + 10, (ended - frozen_at, proc.stderr[-3000:])
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("comm watchdog:")]
     assert lines, proc.stderr[-3000:]
     reporters = {int(ln.split()[3]) for ln in lines}

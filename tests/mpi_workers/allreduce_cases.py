@@ -87,7 +87,8 @@ RUNS = ([(4.0, None, case, False) for case in CASES]
         + [(4.0, None, case, True) for case in ("odd_shapes", "mixed_dtypes")]
         + [(TINY_BUCKET_MB, None, case, case == "mixed_dtypes") for case in TINY_CASES]
         + [(4.0, "float16", "odd_shapes", True), (4.0, "float16", "mixed_dtypes", False),
-           (TINY_BUCKET_MB, "float16", "odd_shapes", False)])
+           (TINY_BUCKET_MB, "float16", "odd_shapes", False),
+           (4.0, "float32", "mixed_dtypes", True)])
 
 
 def check_algorithms(grids):
