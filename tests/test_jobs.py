@@ -55,6 +55,7 @@ def directive(text, prefix):
 
 def try_out(script, *args, env=None):
     """Runs jobs/try_locally.sh; returns (CompletedProcess, [argv of each mpirun call])."""
+    env = dict(env or os.environ, TMPDIR=str(script.parent))   # its work dir lands in tmp_path
     r = subprocess.run(["bash", TRY, str(script), *args], capture_output=True, text=True,
                        timeout=300, env=env)
     work = re.search(r"work dir (\S+)\)", r.stdout)
