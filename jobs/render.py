@@ -147,7 +147,7 @@ def resolve(args):
         raise JobError(f"--repo {repo} holds no train_resnet50.py")
     config = os.path.abspath(args.config)
     doc = read_config(config)
-    config_device = doc.get("device", "cpu")
+    config_device = str(doc.get("device") or "cpu")   # training/config.py's default
     device = args.device or ("gpu" if system.scheduler != "none" else config_device)
     grid = resolve_grid(doc.get("comm"), config, nodes, gpus)
     stem = os.path.splitext(os.path.basename(config))[0]
@@ -157,6 +157,8 @@ def resolve(args):
         data_dir = os.path.abspath(data_dir)
         if not os.path.isdir(data_dir):
             warn(f"--data-dir {data_dir} does not exist here; fine if the job's nodes see it")
+    if args.job_name is not None and not SAFE_NAME.match(args.job_name):
+        raise JobError(f"--job-name {args.job_name!r} may hold only letters, digits and _.+-")
     name = args.job_name or re.sub(r"[^A-Za-z0-9_.-]", "-", stem)
     if not name[:1].isalpha():
         name = "r50-" + name
@@ -337,7 +339,9 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         job = resolve(args)
-        command = "python -m jobs.render " + " ".join(shlex.quote(a) for a in argv)
+        # (one comment line in the script: no newlines)
+        command = "python -m jobs.render " + " ".join(shlex.quote(a) for a in argv).replace(
+            "\n", " ")
         script = args.out or "job.sh"
         text = render_script(job, command, script)
         chain = render_chain(job, command, script) if job["chain"] else None
