@@ -266,25 +266,30 @@ def implied_speed(run, a):
 def cmd_paper(a):
     preset = simulate_presets.get_preset(a.preset)
     compute = sim.Compute.from_preset(preset)
-    head = ["run", "GPUs", "reported", "predicted (torus2d)", "ring", "hierarchical",
-            "implied per-GPU img/s at 32"]
+    head = ["run", "GPUs", "reported", "predicted (torus2d)", "torus2d, overlap 0 / 1", "ring",
+            "hierarchical", "implied per-GPU img/s at 32"]
     rows, notes = [], []
     for run in PAPER_RUNS:
-        times = {algo: sim.time_to_train(run["stages"], run["gpus"], preset, algo, None, None,
-                                         a.params, a.bytes_per_param, a.overlap,
-                                         ring_channels=a.ring_channels)["total_s"]
-                 for algo in ("torus2d", "ring", "hierarchical")}
+        def total(algo, overlap=a.overlap):
+            return sim.time_to_train(run["stages"], run["gpus"], preset, algo, None, None,
+                                     a.params, a.bytes_per_param, overlap,
+                                     ring_channels=a.ring_channels)["total_s"]
         speed = implied_speed(run, a)
         rows.append([run["name"], f"{run['gpus']:,}", f"{run['reported_s']:g} s",
-                     f"{times['torus2d']:.0f} s", f"{times['ring']:.0f} s",
-                     f"{times['hierarchical']:.0f} s", f"{32 / compute.seconds(32) * speed:.0f}"])
+                     f"{total('torus2d'):.0f} s",
+                     f"{total('torus2d', 0.0):.0f} / {total('torus2d', 1.0):.0f} s",
+                     f"{total('ring'):.0f} s", f"{total('hierarchical'):.0f} s",
+                     f"{32 / compute.seconds(32) * speed:.0f}"])
         notes += [f"{run['name']}: {x}" for x in run["assumptions"]]
     eff = sim.predict_step(EFFICIENCY_RUN["local_batch"], EFFICIENCY_RUN["gpus"], None, preset,
                            "torus2d", None, a.params, a.bytes_per_param, a.overlap,
                            a.ring_channels)
+    eff_range = [sim.predict_step(EFFICIENCY_RUN["local_batch"], EFFICIENCY_RUN["gpus"], None,
+                                  preset, "torus2d", None, a.params, a.bytes_per_param, o,
+                                  a.ring_channels)["efficiency"] * 100 for o in (0.0, 1.0)]
     rows.append(["scaling efficiency", f"{EFFICIENCY_RUN['gpus']:,}",
                  f"{EFFICIENCY_RUN['reported'] * 100:.2f}%", f"{eff['efficiency'] * 100:.1f}%",
-                 "", "", ""])
+                 f"{eff_range[0]:.1f}% / {eff_range[1]:.1f}%", "", "", ""])
     notes += [f"efficiency: {x}" for x in EFFICIENCY_RUN["assumptions"]]
     print(f"# preset {preset.name}; {8 * a.bytes_per_param}-bit gradients "
           f"({a.params:,} parameters); overlap {a.overlap:g}; per-GPU compute "

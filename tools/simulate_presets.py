@@ -92,7 +92,7 @@ PRESETS = {
         train_images_per_s=Sourced(1376, "measured",
                                    DLE_MXNET + ": 1 x V100 16GB, mixed precision, batch 192, "
                                    "1376 img/s (NVIDIA's number, MXNet, not nnabla)"),
-        ref_batch=Sourced(192, "measured", DLE_MXNET + ": benchmark.py -b 192 --dtype float16"),
+        ref_batch=Sourced(192, "confirmed", DLE_MXNET + ": benchmark.py -b 192 --dtype float16"),
         step_overhead_ms=Sourced(6.9, "derived", _V100_OVERHEAD_SRC),
         eval_images_per_s=Sourced(3362, "measured",
                                   DLE_MXNET + ": V100 inference, mixed precision, batch 128, "
@@ -124,7 +124,7 @@ PRESETS = {
                                    "8 GPUs in epochs 2-9 = 7,000 img/s per H100 (NVIDIA's "
                                    "MLPerf code, MXNet+DALI); H200 assumed equal to H100 (same "
                                    "GH100 compute)"),
-        ref_batch=Sourced(400, "measured", MLPERF_H100 + ": d_batch_size 400"),
+        ref_batch=Sourced(400, "confirmed", MLPERF_H100 + ": d_batch_size 400"),
         step_overhead_ms=Sourced(6.9, "assumed",
                                  "assumed equal to the V100 value (launch-bound, not "
                                  "compute-bound); " + _V100_OVERHEAD_SRC),
