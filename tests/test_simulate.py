@@ -120,6 +120,14 @@ def test_predict_step_for_the_dry_run():
         p.ref_batch.value / p.train_images_per_s.value)
 
 
+def test_describe_step_names_the_phases_for_the_dry_run():
+    lines = sim.describe_step(sim.predict_step(32, 2176, 4))
+    assert len(lines) == 2
+    assert "2176 GPUs (4 per node), 32 per GPU" in lines[0]
+    assert "torus2d 4x544 of 51.1 MB" in lines[1] and "column all-reduce" in lines[1]
+    assert "none (one rank)" in sim.describe_step(sim.predict_step(32, 1))[1]
+
+
 def test_time_to_train_counts_samples_across_stages():
     images = 1_000_000
     r = sim.time_to_train([(5, 34816), (90, 69632)], 2176, images=images)

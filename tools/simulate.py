@@ -296,10 +296,27 @@ def predict_step(local_batch, world_size, local_size=None, preset="abci2-v100",
     compute = Compute.from_preset(p, speed).seconds(local_batch)
     result = step_time(compute, sum(ph.seconds for ph in phases), overlap)
     result.update(preset=p.name, algorithm=algorithm, grid=x_y, world_size=world_size,
-                  local_size=links.local_size, local_batch=local_batch, size_bytes=size,
+                  local_size=min(links.local_size, world_size), local_batch=local_batch,
+                  size_bytes=size,
                   images_per_s=world_size * local_batch / result["step_s"],
                   phases=[ph.__dict__ for ph in phases], overlap=overlap)
     return result
+
+
+def describe_step(result):
+    """Lines for train_resnet50.py --dry-run from a predict_step() result."""
+    r = result
+    phases = ", ".join(f"{p['name']} {p['seconds'] * 1e3:.2f} ms ({p['tier']}, {p['steps']} steps)"
+                       for p in r["phases"]) or "none (one rank)"
+    grid = f" {r['grid'][0]}x{r['grid'][1]}" if r["grid"] else ""
+    return [f"predicted  {r['preset']}, {r['world_size']} GPUs ({r['local_size']} per node), "
+            f"{r['local_batch']} per GPU: step {r['step_s'] * 1e3:.1f} ms = compute "
+            f"{r['compute_s'] * 1e3:.1f} ms + exposed communication "
+            f"{r['exposed_s'] * 1e3:.1f} ms; "
+            f"{r['images_per_s']:,.0f} images/s, scaling efficiency {r['efficiency']:.1%}",
+            f"all-reduce {r['algorithm']}{grid} of {r['size_bytes'] / 1e6:.1f} MB: "
+            f"{r['allreduce_s'] * 1e3:.2f} ms = {phases}; overlap {r['overlap']:g} of backward "
+            "(tools/simulate.py model, not a measurement)"]
 
 
 # --- time to train ----------------------------------------------------------------------------
@@ -381,7 +398,7 @@ def scaling_rows(preset, gpu_counts, size_bytes, local_batch, overlap=DEFAULT_OV
 
 __all__ = ["ALGORITHMS", "Compute", "Links", "Phase", "PresetError", "SimError",
            "allreduce_bytes_per_rank", "allreduce_phases", "allreduce_time", "auto_grid",
-           "best_grid", "normalize_stages", "parse_grid", "predict_step", "ring_steps",
+           "best_grid", "describe_step", "normalize_stages", "parse_grid", "predict_step", "ring_steps",
            "scaling_rows", "step_time", "time_to_train", "torus_steps"]
 
 
