@@ -398,8 +398,8 @@ def scaling_rows(preset, gpu_counts, size_bytes, local_batch, overlap=DEFAULT_OV
 
 __all__ = ["ALGORITHMS", "Compute", "Links", "Phase", "PresetError", "SimError",
            "allreduce_bytes_per_rank", "allreduce_phases", "allreduce_time", "auto_grid",
-           "best_grid", "describe_step", "normalize_stages", "parse_grid", "predict_step", "ring_steps",
-           "scaling_rows", "step_time", "time_to_train", "torus_steps"]
+           "best_grid", "describe_step", "normalize_stages", "parse_grid", "predict_step",
+           "ring_steps", "scaling_rows", "step_time", "time_to_train", "torus_steps"]
 
 
 if __name__ == "__main__":
