@@ -299,3 +299,5 @@ def test_probe_under_mpirun_feeds_the_fitter(tmp_path):
     report = simulate_fit.calibrate(rows, "ring")
     assert report["beta_s_per_byte"] > 0 and report["alpha_s"] >= 0
     assert len(report["rows"]) == 9
+    fastest = simulate_fit.read_rows(str(out), time_key="min_us")
+    assert all(f.time_us <= r.time_us for f, r in zip(fastest, rows))

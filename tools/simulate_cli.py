@@ -135,6 +135,7 @@ def build_parser():
     f.add_argument("--host-cores", type=_positive(int),
                    help="shared-host reading: ranks share this many cores and one memory "
                         "system (see tools/simulate_fit.py); default: one link per rank")
+    f.add_argument("--time-key", help="timing field to fit (default time_us; e.g. min_us)")
     f.add_argument("--json", help="also write the full report here")
     pr = sub.add_parser("presets", help="every preset number with its source (Markdown)")
     pr.add_argument("names", nargs="*")
@@ -319,7 +320,7 @@ def cmd_grid(a):
 
 
 def cmd_fit(a):
-    rows = simulate_fit.read_rows(a.file)
+    rows = simulate_fit.read_rows(a.file, a.time_key)
     r = simulate_fit.calibrate(rows, a.fit_algorithm, a.fit_ranks, a.fit_min_bytes,
                                a.fit_max_bytes, a.host_cores)
     print(f"# fit on {a.fit_algorithm} rows (ranks {a.fit_ranks or 'any'}, bytes "

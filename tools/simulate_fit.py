@@ -51,8 +51,11 @@ def _first(obj, keys, line, what):
     raise SimError(f"line {line}: no {what} (looked for {', '.join(keys)}) in {obj}")
 
 
-def read_rows(path):
-    """Rows of a bench_comm JSON-lines file; non-JSON lines are skipped."""
+def read_rows(path, time_key=None):
+    """Rows of a bench_comm JSON-lines file; non-JSON lines are skipped.
+
+    time_key picks the timing field (e.g. min_us); default: the first of TIME_KEYS present.
+    """
     try:
         with open(path) as f:
             lines = f.readlines()
@@ -69,7 +72,8 @@ def read_rows(path):
             raise SimError(f"{path} line {i} is not valid JSON ({e.msg}); fix or delete it")
         ranks = int(_first(obj, RANK_KEYS, i, "rank count"))
         size = float(_first(obj, BYTES_KEYS, i, "message size"))
-        t = float(_first(obj, TIME_KEYS, i, "time in microseconds"))
+        t = float(_first(obj, (time_key,) if time_key else TIME_KEYS, i,
+                         "time in microseconds"))
         if ranks <= 0 or size <= 0 or not t > 0:
             raise SimError(f"{path} line {i}: ranks, bytes and time_us must be positive, "
                            f"got {ranks}, {size:g}, {t:g}")
