@@ -7,13 +7,15 @@ CONFIG ?= configs/cpu_demo.yaml
 TOY ?= data/toy
 PYTEST_ARGS ?=
 
-.PHONY: setup toy-data train dry-run test clean help
+.PHONY: setup toy-data train dry-run test clean help simulate sim-calibrate
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) into $(OUT)"
 	@echo "make test      set up and run the test suite"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
 	@echo "make setup     create $(VENV) with Python 3.8-3.10 and pinned dependencies"
+	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png"
+	@echo "make sim-calibrate  fit the model's alpha/beta on this machine's MPI (SIM_JSON=bench lines)"
 
 setup:
 	@bash tools/setup_env.sh $(VENV)
@@ -30,6 +32,21 @@ dry-run: setup
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Scale model (tools/simulate.py). sim-calibrate writes probe lines unless SIM_JSON exists
+# (e.g. SIM_JSON=runs/bench_comm.jsonl from tools/bench_comm.py --json), then fits and checks.
+SIM_JSON ?= runs/sim_probe.jsonl
+simulate: setup
+	$(PY) -m tools.simulate paper
+	$(PY) -m tools.simulate table
+	$(PY) -m tools.simulate plot --out docs/scale_model.png
+
+sim-calibrate: setup
+	@mkdir -p $(dir $(SIM_JSON))
+	@if [ ! -f $(SIM_JSON) ]; then for n in 4 2; do \
+	  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $(VENV)/bin/mpirun --oversubscribe \
+	    -np $$n $(PY) tools/sim_mpi_probe.py --out $(SIM_JSON) || exit 1; done; fi
+	$(PY) -m tools.simulate fit $(SIM_JSON) --fit-algorithm ring --fit-ranks 4
 
 clean:
 	rm -rf runs $(TOY) .pytest_cache
