@@ -3,24 +3,43 @@
 Expected values are read off the golden log.jsonl files by hand (the arithmetic is in the
 comments), not computed by the code under test.
 """
+import contextlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import PYTHON, REPO
+from tools.report.__main__ import main
 
 GOLDEN = os.path.join(REPO, "tests", "golden")
 B16, B32, FUTURE = (os.path.join(GOLDEN, n) for n in ("batch16", "batch32", "future-keys"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def report(*args):
+def report_cli(*args):
+    """The command in a subprocess: exit status and stderr exactly as a user sees them."""
     return subprocess.run([PYTHON, "-m", "tools.report", *args], capture_output=True,
                           text=True, timeout=300, cwd=REPO)
+
+
+def report(*args):
+    """The same command in this process (saves importing matplotlib for every test)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code
+            if isinstance(code, str):
+                print(code, file=err)
+                code = 1
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def table(stdout, index=0):
@@ -202,13 +221,16 @@ def test_malformed_lines_are_named_and_skipped(tmp_path):
         lines[9] = lines[9].replace('"elapsed_s": ', '"elapsed_s": "x", "was": ')  # line 10
         return lines
     run = copy_run(B16, tmp_path / "damaged", edit=damage)
+    with open(os.path.join(run, "log.jsonl"), "a") as f:
+        f.write('{"event": "step", "epoch": 6.3')               # line 35 (32 + 2 inserted + 1), being written
     proc = report(run, "--out", str(tmp_path / "r"))
     assert proc.returncode == 0, proc.stderr
     warnings = [x for x in proc.stderr.splitlines() if x.startswith("warning:")]
-    assert len(warnings) == 3, proc.stderr
+    assert len(warnings) == 4, proc.stderr
     assert "line 3: not valid JSON" in warnings[0]
     assert "line 6: not a log record" in warnings[1]
     assert "line 10: elapsed_s='x' is not a number" in warnings[2]
+    assert "line 35: incomplete last line" in warnings[3]
     t = table(proc.stdout)
     assert t["top-1 final"] == ["38.75%"] and t["log"] == ["completed"]
     with open(tmp_path / "r" / "report.md") as f:
@@ -230,7 +252,7 @@ def test_unreadable_runs_are_one_line_errors_before_any_output(setup, message, t
     if setup == "garbage-log":
         (run / "log.jsonl").write_text("not json\n")
     out = tmp_path / "out"
-    proc = report(B16, str(run), "--out", str(out))
+    proc = report_cli(B16, str(run), "--out", str(out))
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
@@ -240,7 +262,7 @@ def test_unreadable_runs_are_one_line_errors_before_any_output(setup, message, t
 
 @pytest.mark.parametrize("value", ["75", "0.5,abc", "0"])
 def test_bad_thresholds_are_refused(value, tmp_path):
-    proc = report(B16, "--thresholds", value, "--out", str(tmp_path / "o"))
+    proc = report_cli(B16, "--thresholds", value, "--out", str(tmp_path / "o"))
     assert proc.returncode != 0 and "--thresholds" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -261,7 +283,7 @@ def test_thresholds_option_and_paper_rows(tmp_path):
 
 def test_default_output_directory(tmp_path):
     run = copy_run(B16, tmp_path / "demo")
-    proc = report(run)
+    proc = report_cli(run)                                    # the real command, end to end
     assert proc.returncode == 0, proc.stderr
     assert os.path.isfile(tmp_path / "demo" / "report" / "report.md")
 

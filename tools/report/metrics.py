@@ -109,23 +109,23 @@ def batch_schedule(run):
     seen = _dedup(r.get("global_batch") for r in run.events("step", "epoch", "eval", "end"))
     if seen:
         return seen
-    configured = run.config.get("train", {}).get("global_batch")
+    configured = run.section("train").get("global_batch")
     return [configured] if configured else []
 
 
 def world_sizes(run):
     sizes = _dedup(r.get("world_size") for r in run.records
                    if r["event"] in SEGMENT_EVENTS + ("stage",))
-    if not sizes and run.summary and run.summary.get("world_size"):
-        sizes = [run.summary["world_size"]]
-    return sizes
+    if not sizes and run.summary:
+        sizes = [run.summary.get("world_size")]
+    return [s for s in sizes if isinstance(s, int) and s > 0]
 
 
 def library(run, sizes):
     version = run.start.get("nnabla")
     text = f"nnabla {version}" if version else "nnabla (version not logged)"
-    comm = run.config.get("comm")
-    if isinstance(comm, dict) and comm.get("algorithm"):
+    comm = run.section("comm")
+    if comm.get("algorithm"):
         grid = comm.get("grid")
         text += f" + {comm['algorithm']}"
         if isinstance(grid, (list, tuple)) and grid:
@@ -155,7 +155,6 @@ def compute(run, thresholds):
 
     rows = per_epoch_timing(run)
     sizes = world_sizes(run)
-    data = run.config.get("data") or {}
     return Metrics(
         name=run.name, completed=run.completed, resumes=run.resumes,
         epochs=last("epoch"), steps=last("step"),
@@ -169,7 +168,7 @@ def compute(run, thresholds):
         allreduce_share=_share(rows, "allreduce_s"), data_wait_share=_share(rows, "data_wait_s"),
         world_sizes=sizes, batch_schedule=batch_schedule(run),
         device=str(run.config.get("device") or "cpu").upper(), library=library(run, sizes),
-        data_backend=data.get("backend"), per_epoch=rows)
+        data_backend=run.section("data").get("backend"), per_epoch=rows)
 
 
 def add_scaling_efficiency(metrics):
@@ -189,6 +188,7 @@ def default_thresholds(runs):
     """The union of the runs' configured eval.top1_thresholds, else 0.5, 0.75, 0.9."""
     found = set()
     for run in runs:
-        values = (run.config.get("eval") or {}).get("top1_thresholds") or []
+        values = run.section("eval").get("top1_thresholds")
+        values = values if isinstance(values, list) else []
         found.update(v for v in values if isinstance(v, (int, float)) and 0 < v <= 1)
     return sorted(found) or list(DEFAULT_THRESHOLDS)

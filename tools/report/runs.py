@@ -44,6 +44,11 @@ class Run:
         starts = self.events("start")
         return starts[0] if starts else {}
 
+    def section(self, name):
+        """A config section as a dict ({} if absent or not a mapping)."""
+        value = self.config.get(name)
+        return value if isinstance(value, dict) else {}
+
     @property
     def completed(self):
         return bool(self.records) and self.records[-1]["event"] == "end"
@@ -67,7 +72,9 @@ def read_log(path):
             try:
                 record = json.loads(text)
             except ValueError as e:
-                warnings.append(f"{path} line {lineno}: not valid JSON ({e.msg}); skipped")
+                why = (f"not valid JSON ({e.msg})" if text.endswith("\n") else
+                       "incomplete last line (the run may be writing it)")
+                warnings.append(f"{path} line {lineno}: {why}; skipped")
                 continue
             if not isinstance(record, dict) or not isinstance(record.get("event"), str):
                 warnings.append(f"{path} line {lineno}: not a log record (no \"event\"); "
@@ -135,7 +142,8 @@ def load_run(path, name=None):
               records=records, warnings=warnings, resumes=resumes)
     # The resolved config: config.yaml, else the copy in the start line.
     config = _read_yaml(os.path.join(path, "config.yaml"), warnings)
-    run.config = config if config is not None else run.start.get("config") or {}
+    config = config if config is not None else run.start.get("config")
+    run.config = config if isinstance(config, dict) else {}
     # summary.json is written at the end; in a running or restarted directory it may be left
     # over from an earlier run, so it is only trusted when the log itself has ended.
     if run.completed:

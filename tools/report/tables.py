@@ -46,8 +46,9 @@ def schedule(m):
 
 
 def processors(m):
-    sizes = "→".join(str(s) for s in m.world_sizes) or "?"
-    return f"{sizes} × {m.device} rank"
+    if not m.world_sizes:
+        return NA
+    return "→".join(str(s) for s in m.world_sizes) + f" × {m.device} rank"
 
 
 def reached(m, t):
