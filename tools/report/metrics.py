@@ -11,7 +11,7 @@ Definitions (the report's "How the numbers are computed" section repeats them):
 - scaling efficiency: (images/s per rank) / (images/s per rank of the first run with the
   fewest ranks), shown when the runs do not all have the same number of ranks.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from .runs import SEGMENT_EVENTS
@@ -43,14 +43,15 @@ class Metrics:
     data_backend: Optional[str]
     efficiency: Optional[float] = None
     efficiency_baseline: Optional[str] = None
-    per_epoch: List[dict] = field(default_factory=list)  # epoch, step, seconds, shares
 
 
 def windows(run, kind):
     """(record, images, training seconds) for each line of ``kind``; None when not derivable.
 
     The trainer measures each line since the previous line of the same kind; a resumed
-    process starts counting again at its resume step.
+    process starts counting again at its resume step. Images use the line's global batch,
+    so a window in which the batch changed (a "stage" between two step lines) is counted
+    at the new batch; epoch lines, which stage changes usually coincide with, are exact.
     """
     out, prev = [], 0
     for r in run.records:
@@ -168,7 +169,7 @@ def compute(run, thresholds):
         allreduce_share=_share(rows, "allreduce_s"), data_wait_share=_share(rows, "data_wait_s"),
         world_sizes=sizes, batch_schedule=batch_schedule(run),
         device=str(run.config.get("device") or "cpu").upper(), library=library(run, sizes),
-        data_backend=run.section("data").get("backend"), per_epoch=rows)
+        data_backend=run.section("data").get("backend"))
 
 
 def add_scaling_efficiency(metrics):
