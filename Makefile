@@ -7,11 +7,12 @@ CONFIG ?= configs/cpu_demo.yaml
 TOY ?= data/toy
 PYTEST_ARGS ?=
 
-.PHONY: setup toy-data train dry-run test clean help simulate sim-calibrate
+.PHONY: setup toy-data train report dry-run test clean help simulate sim-calibrate
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) into $(OUT)"
 	@echo "make test      set up and run the test suite"
+	@echo "make report    tables, plots and report.md of the run in $(OUT), into $(OUT)/report"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
 	@echo "make setup     create $(VENV) with Python 3.8-3.10 and pinned dependencies"
 	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png"
@@ -26,6 +27,10 @@ toy-data: setup
 
 train: toy-data
 	$(PY) train_resnet50.py --config $(CONFIG) --data-dir $(TOY) --output-dir $(OUT) --overwrite
+
+report: setup
+	@test -f $(OUT)/log.jsonl || { echo "error: no run in $(OUT): run make train first, or make report OUT=RUN_DIR" >&2; exit 1; }
+	$(PY) -m tools.report $(OUT) --out $(OUT)/report
 
 dry-run: setup
 	$(PY) train_resnet50.py --config configs/resnet50_imagenet.yaml --dry-run

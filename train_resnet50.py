@@ -260,7 +260,8 @@ def main(argv=None):
             window = SimpleNamespace(loss=0.0, steps=0, images=0, start=clock.elapsed())
 
         if math.floor(epoch_now) > math.floor(epoch_before):   # crossed an epoch boundary
-            seconds = clock.elapsed() - epoch_acc.seconds - eval_time
+            # epoch_acc.seconds is the training time (eval excluded) at the epoch's start
+            seconds = clock.elapsed() - eval_time - epoch_acc.seconds
             log.write("epoch", epoch=epoch_now, step=step, elapsed_s=clock.elapsed(),
                       train_loss=epoch_acc.loss / epoch_acc.steps, global_batch=plan.global_batch,
                       lr=lr, images_per_s=epoch_acc.images / max(seconds, 1e-9),
@@ -273,7 +274,6 @@ def main(argv=None):
             t_eval = clock.elapsed()
             top1, top5, val_loss = evaluate(val_net, val_loader, comm)
             eval_time += clock.elapsed() - t_eval
-            epoch_acc.seconds += clock.elapsed() - t_eval
             window.start += clock.elapsed() - t_eval
             last_eval = log.write("eval", epoch=epoch_now, step=step, elapsed_s=clock.elapsed(),
                                   val_top1=top1, val_top5=top5, val_loss=val_loss,

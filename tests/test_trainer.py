@@ -119,3 +119,21 @@ def test_cli_errors_are_one_line(args, message, tmp_path):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_epoch_and_step_lines_count_the_same_training_time(short_run):
+    """Both kinds of line exclude evaluation time exactly once, so the training seconds they
+    imply (images / images_per_s) add up to the same total; this failed when the epoch lines
+    subtracted each evaluation twice."""
+    out, _ = short_run
+    records = read_log(os.path.join(out, "log.jsonl"))
+
+    def seconds(kind):
+        lines, total, prev = [r for r in records if r["event"] == kind], 0.0, 0
+        for r in lines:
+            total += (r["step"] - prev) * r["global_batch"] / r["images_per_s"]
+            prev = r["step"]
+        assert prev == 30                       # both kinds end at the last step
+        return total
+
+    assert seconds("epoch") == pytest.approx(seconds("step"), rel=0.01)
