@@ -157,6 +157,12 @@ def main(argv=None):
     rank0 = comm.rank == 0
 
     # Check everything that can be checked before any work is spent on it.
+    if not args.dry_run and (args.world_size or args.local_size or args.plot_schedule):
+        fail("--world-size, --local-size and --plot-schedule plan a run: add --dry-run "
+             "(a real run takes its ranks from mpirun)")
+    if not args.dry_run and cfg.device == "gpu":
+        fail("device=gpu: the trainer does not run on GPUs yet (issue 10); check a GPU recipe "
+             "with --dry-run, or train on the CPU with --set device=cpu")
     listing = None
     if cfg.data.dir or not args.dry_run:
         try:
@@ -175,12 +181,6 @@ def main(argv=None):
             os.path.join(output_dir, "log.jsonl")):
         fail(f"{output_dir} already holds a run; pass --overwrite to replace it or choose "
              "another --output-dir")
-    if not args.dry_run and (args.world_size or args.local_size or args.plot_schedule):
-        fail("--world-size, --local-size and --plot-schedule plan a run: add --dry-run "
-             "(a real run takes its ranks from mpirun)")
-    if not args.dry_run and cfg.device == "gpu":
-        fail("device=gpu: the trainer does not run on GPUs yet (issue 10); check a GPU recipe "
-             "with --dry-run, or train on the CPU with --set device=cpu")
     world_size = args.world_size or comm.size
     if world_size < 1 or (args.local_size is not None and (
             args.local_size < 1 or world_size % args.local_size)):

@@ -173,8 +173,8 @@ class BatchPlan:
             if steps == 0:
                 raise ScheduleError(
                     f"{where} (until epoch {spec['until_epoch']:g}) gets no steps: the previous "
-                    f"stage's last step already reaches epoch {sample / epoch_length:.4g}; "
-                    "lengthen it or drop it")
+                    f"stage's last step already reaches epoch {sample / epoch_length:.6f} "
+                    f"(sample {sample:,}); lengthen it or drop it")
             overrides = {k: spec[k] for k in OPTIONAL_KEYS if spec.get(k) is not None}
             self.stages.append(Stage(i, float(spec["until_epoch"]), spec["global_batch"], local,
                                      accum, step, steps, sample, overrides))
