@@ -82,11 +82,11 @@ def check_stages(stages, epochs):
         if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
             raise ScheduleError(f"{where}.global_batch={batch!r} must be a positive integer")
         for key in OPTIONAL_KEYS:
-            value = stage.get(key)
+            value, upper = stage.get(key), math.inf if key == "weight_decay" else 1.0
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not 0 <= value <= (1 if key != "weight_decay" else 1e9)):
-                raise ScheduleError(f"{where}.{key}={value!r} must be a number"
-                                    + (" in [0, 1]" if key != "weight_decay" else " >= 0"))
+                                      or not 0 <= value <= upper):
+                bounds = ">= 0" if upper == math.inf else "in [0, 1]"
+                raise ScheduleError(f"{where}.{key}={value!r} must be a number {bounds}")
         previous = until
     if not math.isclose(previous, epochs):
         raise ScheduleError(f"batch.stages[{len(stages) - 1}].until_epoch={previous:g} must equal "
