@@ -3,7 +3,7 @@
 
 From a run's log (the "step" and "stage" lines of log.jsonl)::
 
-    python tools/plot_schedule.py runs/demo/log.jsonl -o runs/demo/schedule.png
+    python -m tools.plot_schedule runs/demo/log.jsonl -o runs/demo/schedule.png
 
 From a recipe, before any run (the trainer's dry run calls ``plot_schedule``)::
 
