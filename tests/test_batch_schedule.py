@@ -193,7 +193,8 @@ def test_config_has_one_way_to_set_the_batch(tmp_path):
     with pytest.raises(ConfigError, match="batch.mode='grow' is not one of"):
         load_config(str(path), ["train.global_batch=null", "batch.mode=grow"])
     # without stages: the constant train.global_batch, as before batch-size control existed
-    const = TrainingSchedule.from_config(load_config(None, ["train.epochs=2", "optim.warmup_epochs=1"]), 1000, 1)
+    cfg = load_config(None, ["train.epochs=2", "optim.warmup_epochs=1"])
+    const = TrainingSchedule.from_config(cfg, 1000, 1)
     assert [(s.global_batch, s.steps) for s in const.plan.stages] == [(256, 8)]
 
 
