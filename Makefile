@@ -7,13 +7,14 @@ CONFIG ?= configs/cpu_demo.yaml
 TOY ?= data/toy
 PYTEST_ARGS ?=
 
-.PHONY: setup toy-data train report dry-run test clean help simulate sim-calibrate
+.PHONY: setup toy-data train report dry-run dry-run-paper test clean help simulate sim-calibrate
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) into $(OUT)"
 	@echo "make test      set up and run the test suite"
 	@echo "make report    tables, plots and report.md of the run in $(OUT), into $(OUT)/report"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
+	@echo "make dry-run-paper  print the 34K -> 68K schedule of configs/paper_224s.yaml on 2,176 GPUs"
 	@echo "make setup     create $(VENV) with Python 3.8-3.10 and pinned dependencies"
 	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png"
 	@echo "make sim-calibrate  fit the model's alpha/beta on this machine's MPI (SIM_JSON=bench lines)"
@@ -34,6 +35,9 @@ report: setup
 
 dry-run: setup
 	$(PY) train_resnet50.py --config configs/resnet50_imagenet.yaml --dry-run
+
+dry-run-paper: setup
+	$(PY) train_resnet50.py --config configs/paper_224s.yaml --dry-run --world-size 2176 --local-size 4
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
