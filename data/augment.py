@@ -116,5 +116,5 @@ def image_size(data):
     try:
         with Image.open(io.BytesIO(data)) as img:
             return img.size
-    except Exception as e:
-        raise ValueError(f"unreadable image header ({e})") from None
+    except Exception:
+        raise ValueError("empty file" if len(data) == 0 else "no readable image header") from None

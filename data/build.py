@@ -20,12 +20,14 @@ def list_data(cfg):
         from .synthetic import synthetic_listings
         return synthetic_listings(cfg.synthetic_train_size, cfg.synthetic_val_size,
                                   cfg.synthetic_classes)
+    dropped = None       # read the exclusion list first: a typo fails before a long listing
+    if cfg.on_bad_image == "skip" and cfg.exclude_list:
+        dropped = read_exclude_list(cfg.dir, cfg.exclude_list)
     if cfg.train_list or cfg.val_list:
         train, val = list_file_lists(cfg.dir, cfg.train_list, cfg.val_list)
     else:
         train, val = list_imagenet(cfg.dir)
-    if cfg.on_bad_image == "skip" and cfg.exclude_list:
-        dropped = read_exclude_list(cfg.dir, cfg.exclude_list)
+    if dropped:
         train, val = exclude(train, dropped), exclude(val, dropped)
     return train, val
 

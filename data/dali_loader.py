@@ -119,9 +119,12 @@ class _Feeder:
             try:
                 with open(path, "rb") as f:
                     data = f.read()
+            except OSError as e:
+                raise DataError(f"cannot read {path}: {e.strerror}; {self.hint}") from None
+            try:
                 dims[k] = image_size(data)
-            except (OSError, ValueError) as e:
-                raise DataError(f"cannot read {path}: {e}; {self.hint}") from None
+            except ValueError as e:
+                raise DataError(f"cannot decode {path}: {e}; {self.hint}") from None
             encoded.append(np.frombuffer(data, np.uint8))
         return encoded, dims, paths
 

@@ -6,7 +6,7 @@ File lists (as nnabla-examples' ``create_input_files.py`` writes them): one ``pa
 line per image, paths relative to ``ROOT/train`` (``ROOT/val`` for the validation list), so
 the flat ImageNet validation folder works. An exclusion list (written by
 ``python -m tools.check_dataset ROOT --write-exclude FILE``) holds paths relative to ``ROOT``
-that are dropped up front.
+that are dropped up front (the list file is found relative to the current directory).
 
 Only the listing lives here (paths, integer labels, class names); decoding belongs to the
 loaders. Problems are one-line ``DataError``s that say what is wrong and what to do.
@@ -130,12 +130,15 @@ def list_file_lists(data_dir, train_list, val_list):
 
 
 def read_exclude_list(data_dir, path):
-    """Normalised absolute-or-joined paths named by an exclusion list (``#`` comments allowed)."""
-    resolved = _resolve(data_dir, path)
-    if not os.path.isfile(resolved):
-        raise DataError(f"exclusion list {resolved} does not exist: write it with "
+    """Normalised paths named by an exclusion list (``#`` comments allowed).
+
+    The list file itself is found like any file on the command line (relative to the current
+    directory); its entries are relative to ``data_dir``, as the checker writes them.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"exclusion list {path} does not exist: write it with "
                         f"`python -m tools.check_dataset {data_dir} --write-exclude {path}`")
-    with open(resolved) as f:
+    with open(path) as f:
         entries = [line.strip() for line in f]
     return {os.path.normpath(_resolve(data_dir, e)) for e in entries
             if e and not e.startswith("#")}
