@@ -14,8 +14,9 @@ computed from ``(seed, epoch, sample index)``. Hence output is a pure function o
 stream position: deterministic for a seed, bitwise the same after a resume from ``state()``,
 independent of DALI's thread count, and the same crop boxes as the Pillow loader.
 
-Batches are fed ``prefetch`` steps ahead, assuming the batch size stays the same. When it
-changes, the queued batches are drained and the stream is rewound (as in the Pillow loader),
+Batches are fed to DALI ``prefetch`` steps ahead (one more is being read on a background
+thread), assuming the batch size stays the same. When it changes, the queued batches are
+drained and the stream is rewound (as in the Pillow loader),
 so ``state()`` always counts delivered samples only. A batch larger than the pipeline's
 ``max_batch_size`` rebuilds the pipeline (rare: batch-size control grows the batch a few
 times per run).
@@ -27,6 +28,7 @@ does). That path is written against the documented APIs and NOT verified: no GPU
 import ctypes
 import os
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import numpy as np
@@ -182,32 +184,48 @@ class DaliTrainLoader:
         if state is not None:
             self.stream.load_state(state)
         self.feeder = _Feeder(listing)
+        # File reads and crop arithmetic run on this thread, overlapping the training step
+        # (nnabla releases the GIL in forward/backward); only feeding DALI stays on the caller.
+        self.reader = ThreadPoolExecutor(1)
         self.max_batch_size = max_batch_size
         self.pipe = None
-        self.pending = deque()      # batches fed to DALI, oldest first
+        self.pending = deque()      # batches read (and the first `prefetch` fed), oldest first
         self._delivered_state = self.stream.state()
+
+    def _prepare(self, indices, epochs):
+        """Encoded bytes and DALI inputs of one batch (runs on the reader thread)."""
+        encoded, dims, paths = self.feeder.read(indices)
+        left, top, w, h, flip = crop_boxes(dims[:, 0], dims[:, 1],
+                                           uniforms(self.seed, epochs, indices), self.min_area)
+        return paths, {"encoded": encoded,
+                       "anchor": np.stack([left, top], 1).astype(np.int32),
+                       "shape": np.stack([w, h], 1).astype(np.int32),
+                       "mirror": flip.astype(np.int32)}
 
     def _submit(self, batch_size):
         before = self.stream.state()
         indices, epochs = self.stream.take(batch_size)
-        encoded, dims, paths = self.feeder.read(indices)
-        left, top, w, h, flip = crop_boxes(dims[:, 0], dims[:, 1],
-                                           uniforms(self.seed, epochs, indices), self.min_area)
-        self.pipe.feed_input("encoded", encoded)
-        self.pipe.feed_input("anchor", np.stack([left, top], 1).astype(np.int32))
-        self.pipe.feed_input("shape", np.stack([w, h], 1).astype(np.int32))
-        self.pipe.feed_input("mirror", flip.astype(np.int32))
-        self.pipe.schedule_run()
         self.pending.append(SimpleNamespace(
-            size=batch_size, before=before, after=self.stream.state(), paths=paths,
-            labels=self.listing.labels[indices].reshape(-1, 1)))
+            size=batch_size, before=before, after=self.stream.state(), fed=False, paths=[],
+            labels=self.listing.labels[indices].reshape(-1, 1),
+            read=self.reader.submit(self._prepare, indices, epochs)))
+
+    def _feed(self, job):
+        job.paths, inputs = job.read.result()          # a read error surfaces here
+        for name, value in inputs.items():
+            self.pipe.feed_input(name, value)
+        self.pipe.schedule_run()
+        job.fed = True
 
     def _rewind(self):
         """Drop the queued batches (their work is wasted) and rewind the stream to the first."""
         if not self.pending:
             return
         for job in self.pending:
-            self.feeder.outputs(self.pipe, job.paths)
+            if job.fed:
+                self.feeder.outputs(self.pipe, job.paths)
+            else:
+                job.read.cancel() or job.read.exception()   # wait; a broken file recurs later
         self.stream.load_state(self.pending[0].before)
         self.pending.clear()
 
@@ -219,11 +237,14 @@ class DaliTrainLoader:
             self.max_batch_size = max(batch_size, self.max_batch_size or 0)
             self.pipe = train_pipeline(self.max_batch_size, **self.build_args)
             self.pipe.build()
-        while len(self.pending) < self.prefetch:
+        while len(self.pending) < self.prefetch + 1:   # one more batch being read
             self._submit(batch_size)
+        for job in list(self.pending)[:self.prefetch]:
+            if not job.fed:         # DALI decodes these while the caller trains
+                self._feed(job)
         job = self.pending.popleft()
         out = self.feeder.outputs(self.pipe, job.paths)
-        self._submit(batch_size)   # keep DALI busy while the caller trains on this batch
+        self._submit(batch_size)
         self._delivered_state = job.after
         return out, job.labels
 
@@ -246,6 +267,7 @@ class DaliTrainLoader:
         return s["epoch"] + s["offset"] / self.stream.epoch_length
 
     def close(self):
+        self.reader.shutdown(wait=True, cancel_futures=True)
         self.pending.clear()
         self.pipe = None    # DALI frees its threads and buffers with the pipeline
 
