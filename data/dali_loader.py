@@ -145,7 +145,7 @@ class _Feeder:
 
 def to_numpy(tensor_list):
     """A dense DALI batch as a numpy array (copied to the host first if it lives on a GPU)."""
-    if hasattr(tensor_list, "as_cpu"):
+    if type(tensor_list).__name__ == "TensorListGPU":
         tensor_list = tensor_list.as_cpu()
     return tensor_list.as_array()
 
