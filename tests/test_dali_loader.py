@@ -64,6 +64,10 @@ def test_awkward_images_decode_to_the_right_shape_and_range(awkward_dir):
         assert y.shape == (len(train), 1) and y.dtype == np.int32
         assert LOW - 1e-4 <= x.min() and x.max() <= HIGH + 1e-4
         assert np.isfinite(x).all() and x.std() > 0.1
+    half = DaliTrainLoader(train, 24, seed=0, half=True)   # FP16 training's input (GPU use)
+    x16 = half.next_batch(4)[0]
+    half.close()
+    assert x16.dtype == np.float16 and np.isfinite(x16).all()
     for x, y, valid in DaliValLoader(train, 16, batch_size=4, resize_ratio=256 / 224):
         assert x.shape == (4, 3, 16, 16) and x.dtype == np.float32 and 1 <= valid <= 4
         assert LOW - 1e-4 <= x.min() and x.max() <= HIGH + 1e-4
