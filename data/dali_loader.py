@@ -183,6 +183,7 @@ class DaliTrainLoader:
         self.stream = ShardedStream(len(listing), shard_id, num_shards, seed)
         if state is not None:
             self.stream.load_state(state)
+        _dali()   # import now (~2 s, part of setup), and fail before training if it is missing
         self.feeder = _Feeder(listing)
         # File reads and crop arithmetic run on this thread, overlapping the training step
         # (nnabla releases the GIL in forward/backward); only feeding DALI stays on the caller.
@@ -287,6 +288,7 @@ class DaliValLoader:
         self.prefetch = max(1, prefetch)
         self.build_args = dict(size=image_size, num_threads=max(1, num_threads), device=device,
                                device_id=device_id, channel_last=channel_last, half=half)
+        _dali()
         self.feeder = _Feeder(listing)
         self.pipe = None
 
