@@ -109,6 +109,12 @@ def test_file_lists_match_the_folder_listing(toy_dir, tmp_path):
     np.testing.assert_array_equal(ltrain.labels, train.labels)
     np.testing.assert_array_equal(lval.labels, val.labels)
     assert len(ltrain.classes) == 10 and lval.classes == ltrain.classes
+    with open(tmp_path / "val_label", "a") as f:
+        f.write("no_such_class/missing.JPEG 3\n")
+    proc = checker(str(data_dir), "--train-list", str(tmp_path / "train_label"),
+                   "--val-list", str(tmp_path / "val_label"))
+    assert proc.returncode == 1 and "listed but missing: val/no_such_class/missing.JPEG" in \
+        proc.stdout, proc.stdout
     (tmp_path / "broken_label").write_text("a.JPEG 1\nb.JPEG cat\n")
     with pytest.raises(DataError, match="broken_label line 2: expected `path label`"):
         list_file_lists(str(data_dir), str(tmp_path / "broken_label"), str(tmp_path / "val_label"))
