@@ -7,7 +7,7 @@ CONFIG ?= configs/cpu_demo.yaml
 TOY ?= data/toy
 PYTEST_ARGS ?=
 
-.PHONY: setup toy-data train report dry-run dry-run-paper test clean help simulate sim-calibrate
+.PHONY: setup toy-data train report dry-run dry-run-paper test bench-data clean help simulate sim-calibrate
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) into $(OUT)"
@@ -15,6 +15,7 @@ help:
 	@echo "make report    tables, plots and report.md of the run in $(OUT), into $(OUT)/report"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
 	@echo "make dry-run-paper  print the 34K -> 68K schedule of configs/paper_224s.yaml on 2,176 GPUs"
+	@echo "make bench-data  images/s of the DALI and Pillow loaders, data wait in training"
 	@echo "make setup     create $(VENV) with Python 3.8-3.10 and pinned dependencies"
 	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png"
 	@echo "make sim-calibrate  fit the model's alpha/beta on this machine's MPI (SIM_JSON=bench lines)"
@@ -56,6 +57,9 @@ sim-calibrate: setup
 	  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $(VENV)/bin/mpirun --oversubscribe \
 	    -np $$n $(PY) tools/sim_mpi_probe.py --out $(SIM_JSON) || exit 1; done; fi
 	$(PY) -m tools.simulate fit $(SIM_JSON) --fit-algorithm ring --fit-ranks 4
+
+bench-data: toy-data
+	$(PY) tools/bench_data.py --toy-dir $(TOY)
 
 clean:
 	rm -rf runs $(TOY) .pytest_cache

@@ -26,8 +26,8 @@ import nnabla as nn  # noqa: E402
 from nnabla.ext_utils import get_extension_context  # noqa: E402
 
 from comm.local import LocalCommunicator  # noqa: E402
-from data.imagefolder import DataError, list_imagenet  # noqa: E402
-from data.pil_loader import PilTrainLoader, PilValLoader  # noqa: E402
+from data.build import build_loaders, list_data  # noqa: E402
+from data.imagefolder import DataError  # noqa: E402
 from data.sampler import padded_epoch_length  # noqa: E402
 from models.resnet import ResNet, count_parameters  # noqa: E402
 from schedules.batch import ScheduleError  # noqa: E402
@@ -126,7 +126,9 @@ def print_plan(cfg, schedule, n_params, listing, world_size, local_size):
     else:
         train, val = listing
         print(f"data       {len(train):,} training / {len(val):,} validation images, "
-              f"{len(train.classes)} classes, in {cfg.data.dir}")
+              f"{len(train.classes)} classes, in {cfg.data.dir or train.root}"
+              + (f" ({train.excluded + val.excluded} excluded)" if train.excluded + val.excluded
+                 else ""))
     nodes = f" = {world_size // local_size:,} nodes x {local_size}" if local_size else ""
     print(f"ranks      {world_size:,}{nodes}; batch mode {cfg.batch.mode}"
           + (f", max {cfg.batch.max_local_batch} per rank" if cfg.batch.max_local_batch else ""))
@@ -164,9 +166,9 @@ def main(argv=None):
         fail("device=gpu: the trainer does not run on GPUs yet (issue 10); check a GPU recipe "
              "with --dry-run, or train on the CPU with --set device=cpu")
     listing = None
-    if cfg.data.dir or not args.dry_run:
+    if cfg.data.dir or cfg.data.backend == "synthetic" or not args.dry_run:
         try:
-            listing = list_imagenet(cfg.data.dir)
+            listing = list_data(cfg.data)
         except DataError as e:
             fail(str(e))
     if cfg.model.num_classes is None:
@@ -221,10 +223,10 @@ def main(argv=None):
         return 0
 
     train_set, val_set = listing
-    loader = PilTrainLoader(train_set, cfg.data.image_size, comm.rank, comm.size,
-                            cfg.train.seed, cfg.data.num_threads, cfg.data.min_crop_area)
-    val_loader = PilValLoader(val_set, cfg.data.image_size, cfg.eval.batch_size, comm.rank,
-                              comm.size, cfg.data.val_resize_ratio, cfg.data.num_threads)
+    loader, val_loader = build_loaders(
+        cfg.data, train_set, val_set, seed=cfg.train.seed, val_batch_size=cfg.eval.batch_size,
+        shard_id=comm.rank, num_shards=comm.size, channel_last=cfg.model.channel_last,
+        half=cfg.type_config == "half", device_id=comm.local_rank)
     optimizer = Optimizer(params, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.optimizer,
                           cfg.optim.lars_coefficient, cfg.optim.lars_eps)
     grads = [p.g for p in params.values()]  # numpy views of nnabla's gradient buffers (CPU)
@@ -237,14 +239,15 @@ def main(argv=None):
     log.write("start", epoch=0.0, step=0, elapsed_s=0.0,
               global_batch=schedule.stage(0).global_batch, schedule=schedule.rows(),
               world_size=comm.size, parameters=n_params, total_steps=schedule.total_steps,
-              train_images=len(train_set), val_images=len(val_set), argv=sys.argv[1:],
+              train_images=len(train_set), val_images=len(val_set),
+              excluded_images=train_set.excluded + val_set.excluded, argv=sys.argv[1:],
               config=to_dict(cfg), nnabla=nn.__version__, python=platform.python_version(),
               host=platform.node(), commit=git_commit())
     progress = Progress(schedule.total_steps, enabled=rank0)
     clock = Stopwatch()
     step, data_wait, eval_time = 0, 0.0, 0.0
     window = SimpleNamespace(loss=0.0, steps=0, images=0, start=0.0)  # since the last "step" line
-    epoch_acc = SimpleNamespace(loss=0.0, steps=0, images=0, seconds=0.0)
+    epoch_acc = SimpleNamespace(loss=0.0, steps=0, images=0, seconds=0.0, wait=0.0)
     last_eval = None
 
     # --- the loop: one update per iteration ----------------------------------------------
@@ -270,7 +273,10 @@ def main(argv=None):
         loss = 0.0
         for _ in range(stage.accumulation):
             t0 = clock.elapsed()
-            images, labels = loader.next_batch(stage.local_batch)
+            try:
+                images, labels = loader.next_batch(stage.local_batch)
+            except DataError as e:   # a broken image: one line naming it and the checker command
+                fail(str(e))
             data_wait += clock.elapsed() - t0
             train_net.image.d, train_net.label.d = images, labels
             train_net.loss.forward(clear_no_need_grad=True)
@@ -306,14 +312,18 @@ def main(argv=None):
             log.write("epoch", epoch=epoch_now, step=step, elapsed_s=clock.elapsed(),
                       train_loss=epoch_acc.loss / epoch_acc.steps, global_batch=stage.global_batch,
                       lr=lr, images_per_s=epoch_acc.images / max(seconds, 1e-9),
-                      epoch_index=math.floor(epoch_now), data_wait_s=data_wait)
+                      epoch_index=math.floor(epoch_now), data_wait_s=data_wait,
+                      data_wait_frac=(data_wait - epoch_acc.wait) / max(seconds, 1e-9))
             epoch_acc = SimpleNamespace(loss=0.0, steps=0, images=0,
-                                        seconds=clock.elapsed() - eval_time)
+                                        seconds=clock.elapsed() - eval_time, wait=data_wait)
         every = cfg.eval.every_epochs
         if (math.floor(epoch_now / every) > math.floor(epoch_before / every)
                 or step == schedule.total_steps):
             t_eval = clock.elapsed()
-            top1, top5, val_loss = evaluate(val_net, val_loader, comm)
+            try:
+                top1, top5, val_loss = evaluate(val_net, val_loader, comm)
+            except DataError as e:
+                fail(str(e))
             eval_time += clock.elapsed() - t_eval
             window.start += clock.elapsed() - t_eval
             last_eval = log.write("eval", epoch=epoch_now, step=step, elapsed_s=clock.elapsed(),

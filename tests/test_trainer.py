@@ -66,6 +66,9 @@ def test_log_lines_carry_the_documented_keys(short_run):
     events = [r["event"] for r in records]
     assert events[0] == "start" and events[-1] == "end"
     assert events.count("epoch") == 2 and events.count("eval") == 2
+    for r in records:
+        if r["event"] == "epoch":   # share of training time spent waiting for the loader
+            assert 0 <= r["data_wait_frac"] < 1 and r["data_wait_s"] >= 0, r
     steps = [r for r in records if r["event"] == "step"]
     assert [r["step"] for r in steps] == sorted(r["step"] for r in steps)
     assert all(r["global_batch"] == 16 and r["images_per_s"] > 0 for r in steps)

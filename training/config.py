@@ -34,11 +34,19 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     dir: Optional[str] = None              # ImageNet layout: DIR/train/<class>/*, DIR/val/<class>/*
-    backend: str = "pil"                   # pil | synthetic (dali arrives with data/)
+    backend: str = "dali"                  # dali | pil | synthetic (README "Data")
+    device: str = "cpu"                    # dali decoding: cpu | gpu (mixed, on the local rank's GPU)
     image_size: int = 224                  # training crop and validation crop, in pixels
     val_resize_ratio: float = 256 / 224    # validation: shorter side = image_size * ratio
     min_crop_area: float = 0.08            # random-resized-crop area range [min, 1]
     num_threads: int = 2                   # decoding threads per rank
+    train_list: Optional[str] = None       # `path label` lines, paths relative to DIR/train
+    val_list: Optional[str] = None         # the same for DIR/val; both or neither
+    on_bad_image: str = "error"            # error | skip (skip drops the exclude_list files)
+    exclude_list: Optional[str] = None     # from `python -m tools.check_dataset DIR --write-exclude`
+    synthetic_train_size: int = 1281167    # backend synthetic: images per epoch (ImageNet-1k)
+    synthetic_val_size: int = 50000
+    synthetic_classes: int = 1000
 
 
 @dataclass
@@ -101,7 +109,9 @@ class Config:
 CHOICES = {
     "device": ("cpu", "gpu"),
     "type_config": ("float", "half"),
-    "data.backend": ("pil", "synthetic"),
+    "data.backend": ("dali", "pil", "synthetic"),
+    "data.device": ("cpu", "gpu"),
+    "data.on_bad_image": ("error", "skip"),
     "optim.optimizer": ("momentum", "lars"),
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.decay": ("cosine", "poly", "step"),
@@ -110,7 +120,8 @@ CHOICES = {
 }
 POSITIVE = ("model.depth", "model.width", "data.image_size", "data.num_threads",
             "train.epochs", "train.log_every_steps", "optim.lars_coefficient",
-            "optim.base_lr", "eval.every_epochs", "eval.batch_size", "data.val_resize_ratio")
+            "optim.base_lr", "eval.every_epochs", "eval.batch_size", "data.val_resize_ratio",
+            "data.synthetic_train_size", "data.synthetic_val_size", "data.synthetic_classes")
 FRACTIONS = ("optim.label_smoothing", "data.min_crop_area", "optim.warmup_start_factor",
              "optim.final_lr_factor", "optim.momentum")
 
@@ -230,6 +241,7 @@ def validate(cfg):
     if cfg.optim.warmup_epochs >= cfg.train.epochs:
         raise ConfigError(f"optim.warmup_epochs={cfg.optim.warmup_epochs} must be less than "
                           f"train.epochs={cfg.train.epochs}")
+    validate_data(cfg)
     if cfg.model.channel_last and cfg.device == "cpu":
         raise ConfigError("model.channel_last=true needs device=gpu: nnabla's CPU convolution "
                           "supports only NCHW; drop the override for CPU runs")
@@ -253,6 +265,27 @@ def _validate_batch(cfg):
         check_stages(b.stages, cfg.train.epochs)
     except ScheduleError as e:
         raise ConfigError(str(e)) from None
+
+
+def validate_data(cfg):
+    d = cfg.data
+    if d.on_bad_image == "skip" and not d.exclude_list:
+        raise ConfigError("data.on_bad_image=skip needs the list of files to skip: write it with "
+                          "`python -m tools.check_dataset DIR --write-exclude bad.txt` and add "
+                          "--set data.exclude_list=bad.txt")
+    if d.exclude_list and d.on_bad_image != "skip":
+        raise ConfigError(f"data.exclude_list={d.exclude_list} is read only with "
+                          "data.on_bad_image=skip (skipping files must be deliberate); add "
+                          "--set data.on_bad_image=skip")
+    if (d.train_list is None) != (d.val_list is None):
+        raise ConfigError("data.train_list and data.val_list go together (one class numbering "
+                          "for both); set both or neither")
+    if d.device == "gpu" and d.backend != "dali":
+        raise ConfigError(f"data.device=gpu decodes with DALI; data.backend={d.backend} "
+                          "decodes on the CPU: set data.backend=dali or data.device=cpu")
+    if d.device == "gpu" and cfg.device != "gpu":
+        raise ConfigError("data.device=gpu puts the batches on the GPU and needs device=gpu; "
+                          "use data.device=cpu for CPU runs")
 
 
 # --- output ------------------------------------------------------------------------------
