@@ -12,14 +12,20 @@ BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 # mpirun flags for this kind of machine: more ranks than cores; root in CI containers
 MPIRUN := $(VENV)/bin/mpirun --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
-.PHONY: setup toy-data train dry-run test bench bench-comm clean help
+.PHONY: setup toy-data train report dry-run dry-run-paper test bench bench-comm bench-data clean \
+	help simulate sim-calibrate
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) into $(OUT)"
 	@echo "make test      set up and run the test suite"
+	@echo "make report    tables, plots and report.md of the run in $(OUT), into $(OUT)/report"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
+	@echo "make dry-run-paper  print the 34K -> 68K schedule of configs/paper_224s.yaml on 2,176 GPUs"
+	@echo "make bench-data  images/s of the DALI and Pillow loaders, data wait in training"
 	@echo "make setup     create $(VENV) with Python 3.8-3.10 and pinned dependencies"
-	@echo "make bench     run every benchmark (bench-comm, ...)"
+	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png"
+	@echo "make sim-calibrate  fit the model's alpha/beta on this machine's MPI (SIM_JSON=bench lines)"
+	@echo "make bench     run every benchmark (bench-comm, bench-data)"
 	@echo "make bench-comm  all-reduce algorithms on NP=$(NP) ranks, grid GRID=$(GRID)"
 
 setup:
@@ -32,17 +38,42 @@ toy-data: setup
 train: toy-data
 	$(PY) train_resnet50.py --config $(CONFIG) --data-dir $(TOY) --output-dir $(OUT) --overwrite
 
+report: setup
+	@test -f $(OUT)/log.jsonl || { echo "error: no run in $(OUT): run make train first, or make report OUT=RUN_DIR" >&2; exit 1; }
+	$(PY) -m tools.report $(OUT) --out $(OUT)/report
+
 dry-run: setup
 	$(PY) train_resnet50.py --config configs/resnet50_imagenet.yaml --dry-run
+
+dry-run-paper: setup
+	$(PY) train_resnet50.py --config configs/paper_224s.yaml --dry-run --world-size 2176 --local-size 4
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-bench: bench-comm
+bench: bench-comm bench-data
 
 bench-comm: setup
 	@mkdir -p runs
 	$(MPIRUN) -np $(NP) $(PY) tools/bench_comm.py --grid $(GRID) $(BENCH_COMM_ARGS)
+
+# Scale model (tools/simulate.py). sim-calibrate writes probe lines unless SIM_JSON exists
+# (e.g. SIM_JSON=runs/bench_comm.jsonl from tools/bench_comm.py --json), then fits and checks.
+SIM_JSON ?= runs/sim_probe.jsonl
+simulate: setup
+	$(PY) -m tools.simulate paper
+	$(PY) -m tools.simulate table
+	$(PY) -m tools.simulate plot --out docs/scale_model.png
+
+sim-calibrate: setup
+	@mkdir -p $(dir $(SIM_JSON))
+	@if [ ! -f $(SIM_JSON) ]; then for n in 4 2; do \
+	  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $(VENV)/bin/mpirun --oversubscribe \
+	    -np $$n $(PY) tools/sim_mpi_probe.py --out $(SIM_JSON) || exit 1; done; fi
+	$(PY) -m tools.simulate fit $(SIM_JSON) --fit-algorithm ring --fit-ranks 4
+
+bench-data: toy-data
+	$(PY) tools/bench_data.py --toy-dir $(TOY)
 
 clean:
 	rm -rf runs $(TOY) .pytest_cache

@@ -4,6 +4,7 @@
     python train_resnet50.py --config configs/cpu_demo.yaml --data-dir data/toy --output-dir runs/demo
     python train_resnet50.py --config configs/resnet50_imagenet.yaml --dry-run
     python train_resnet50.py --config configs/cpu_demo.yaml --set train.epochs=2 --set model.width=0.5
+    python train_resnet50.py --config configs/paper_224s.yaml --dry-run --world-size 2176 --local-size 4
 
 The run writes OUTPUT_DIR/config.yaml (the resolved config), OUTPUT_DIR/log.jsonl (one JSON
 object per event) and OUTPUT_DIR/summary.json. The README documents the log format.
@@ -26,11 +27,12 @@ import nnabla as nn  # noqa: E402
 from nnabla.ext_utils import get_extension_context  # noqa: E402
 
 from comm import CommError, create as create_communicator  # noqa: E402
-from data.imagefolder import DataError, list_imagenet  # noqa: E402
-from data.pil_loader import PilTrainLoader, PilValLoader  # noqa: E402
+from data.build import build_loaders, list_data  # noqa: E402
+from data.imagefolder import DataError  # noqa: E402
 from data.sampler import padded_epoch_length  # noqa: E402
 from models.resnet import ResNet, count_parameters  # noqa: E402
-from schedules.lr import learning_rate, peak_lr  # noqa: E402
+from schedules.batch import ScheduleError  # noqa: E402
+from schedules.schedule import TrainingSchedule  # noqa: E402
 from training.config import ConfigError, dump_yaml, load_config, to_dict  # noqa: E402
 from training.objective import classification_loss, topk_correct  # noqa: E402
 from training.optim import Optimizer  # noqa: E402
@@ -51,6 +53,12 @@ def parse_args(argv):
                    help="replace a previous run in the output dir instead of refusing")
     p.add_argument("--dry-run", action="store_true",
                    help="build the model, schedule and data listing, print the plan, exit")
+    p.add_argument("--world-size", type=int, metavar="N",
+                   help="dry run: plan for N ranks (default: the actual world size)")
+    p.add_argument("--local-size", type=int, metavar="G",
+                   help="dry run: ranks (GPUs) per node, for the plan's node count")
+    p.add_argument("--plot-schedule", metavar="PNG",
+                   help="dry run: also draw the global batch and learning rate over training")
     p.add_argument("--param-digest", action="store_true",
                    help="every rank writes OUTPUT_DIR/param_digest.rank<R> (sha256 of the "
                         "trained parameters) at the end: shows whether ranks stayed in sync")
@@ -82,40 +90,24 @@ def param_digest(params):
 
 
 # --- building blocks -----------------------------------------------------------------------
-def make_plan(cfg, epoch_length, world_size):
-    """Batch and step counts of the run. Progress is counted in samples (see data/sampler.py)."""
-    if cfg.train.global_batch % world_size:
-        fail(f"train.global_batch={cfg.train.global_batch} is not divisible by {world_size} "
-             f"ranks; use a multiple of {world_size}")
-    total_samples = cfg.train.epochs * epoch_length
-    return SimpleNamespace(
-        epoch_length=epoch_length,
-        global_batch=cfg.train.global_batch,
-        local_batch=cfg.train.global_batch // world_size,
-        total_steps=math.ceil(total_samples / cfg.train.global_batch),
-        steps_per_epoch=epoch_length / cfg.train.global_batch,
-        peak_lr=peak_lr(cfg.optim.base_lr, cfg.train.global_batch, cfg.optim.lr_scaling))
-
-
-def lr_at(cfg, plan, epoch):
-    o = cfg.optim
-    return learning_rate(epoch, plan.peak_lr, cfg.train.epochs, o.warmup_epochs,
-                         o.warmup_start_factor, o.decay, poly_power=o.poly_power,
-                         milestones=o.step_milestones, gamma=o.step_gamma,
-                         final_factor=o.final_lr_factor)
-
-
-def build_graphs(cfg, model, local_batch):
-    """Training graph (loss) and validation graph (logits); both share the model's weights."""
+def input_shape(cfg):
     size = cfg.data.image_size
-    shape = (size, size, 3) if cfg.model.channel_last else (3, size, size)
-    train = SimpleNamespace(image=nn.Variable((local_batch,) + shape),
+    return (size, size, 3) if cfg.model.channel_last else (3, size, size)
+
+
+def build_train_graph(cfg, model, local_batch, label_smoothing):
+    """Training graph (loss) for one per-rank batch size; every such graph shares the weights."""
+    train = SimpleNamespace(image=nn.Variable((local_batch,) + input_shape(cfg)),
                             label=nn.Variable((local_batch, 1)))
     train.loss = classification_loss(model(train.image, train=True), train.label,
-                                     cfg.optim.label_smoothing)
-    val = SimpleNamespace(image=nn.Variable((cfg.eval.batch_size,) + shape))
+                                     label_smoothing)
+    return train
+
+
+def build_val_graph(cfg, model):
+    val = SimpleNamespace(image=nn.Variable((cfg.eval.batch_size,) + input_shape(cfg)))
     val.logits = model(val.image, train=False)
-    return train, val
+    return val
 
 
 def evaluate(val_graph, loader, comm):
@@ -144,29 +136,32 @@ def git_commit():
         return None
 
 
-def print_plan(cfg, plan, n_params, listing, world_size):
+def print_plan(cfg, schedule, n_params, listing, world_size, local_size):
     m, o = cfg.model, cfg.optim
     print(f"model      ResNet-{m.depth} v1.5, width {m.width:g}, "
           f"{'small' if m.small_stem else 'ImageNet'} stem, {m.num_classes} classes, "
           f"{n_params:,} parameters")
     print(f"input      {cfg.data.image_size}px, backend {cfg.data.backend}, "
-          f"{'NHWC' if m.channel_last else 'NCHW'}, {cfg.type_config}")
+          f"{'NHWC' if m.channel_last else 'NCHW'}, {cfg.type_config}, device {cfg.device}")
     if listing is None:
         print("data       no --data-dir: listing skipped; step counts assume ImageNet-1k "
-              f"({plan.epoch_length:,} training images)")
+              f"({IMAGENET_TRAIN_IMAGES:,} training images)")
     else:
         train, val = listing
         print(f"data       {len(train):,} training / {len(val):,} validation images, "
-              f"{len(train.classes)} classes, in {cfg.data.dir}")
-    print(f"ranks      {world_size} (global batch {plan.global_batch}, {plan.local_batch} per rank)")
-    print(f"schedule   {cfg.train.epochs:g} epochs = {plan.total_steps:,} steps "
-          f"({plan.steps_per_epoch:.2f} per epoch); peak lr {plan.peak_lr:.4g} "
-          f"({o.base_lr:g} per 256, {o.lr_scaling}); warm-up {o.warmup_epochs:g} epochs; "
-          f"{o.decay} decay")
-    marks = sorted({0.0, o.warmup_epochs, cfg.train.epochs / 2, cfg.train.epochs * 0.9})
-    print("lr         " + ", ".join(f"epoch {e:g}: {lr_at(cfg, plan, e):.4g}" for e in marks))
-    print(f"optimizer  momentum {o.momentum:g}, weight decay {o.weight_decay:g} (not on BN/bias), "
-          f"label smoothing {o.label_smoothing:g}")
+              f"{len(train.classes)} classes, in {cfg.data.dir or train.root}"
+              + (f" ({train.excluded + val.excluded} excluded)" if train.excluded + val.excluded
+                 else ""))
+    nodes = f" = {world_size // local_size:,} nodes x {local_size}" if local_size else ""
+    print(f"ranks      {world_size:,}{nodes}; batch mode {cfg.batch.mode}"
+          + (f", max {cfg.batch.max_local_batch} per rank" if cfg.batch.max_local_batch else ""))
+    print(f"lr         {o.base_lr:g} per 256 samples, {o.lr_scaling} in the "
+          f"{'current stage' if cfg.batch.lr_batch == 'stage' else 'first stage'}'s global "
+          f"batch; warm-up {o.warmup_epochs:g} epochs from {o.warmup_start_factor:g} x peak; "
+          f"{o.decay} decay to {cfg.train.epochs:g} epochs")
+    print(f"optimizer  {o.optimizer}, weight decay not on BN/bias"
+          + (f", LARS coefficient {o.lars_coefficient:g}" if o.optimizer == "lars" else ""))
+    print(schedule.table())
 
 
 IMAGENET_TRAIN_IMAGES = 1281167
@@ -192,10 +187,16 @@ def main(argv=None):
     rank0 = comm.rank == 0
 
     # Check everything that can be checked before any work is spent on it.
+    if not args.dry_run and (args.world_size or args.local_size or args.plot_schedule):
+        fail("--world-size, --local-size and --plot-schedule plan a run: add --dry-run "
+             "(a real run takes its ranks from mpirun)")
+    if not args.dry_run and cfg.device == "gpu":
+        fail("device=gpu: the trainer does not run on GPUs yet (issue 10); check a GPU recipe "
+             "with --dry-run, or train on the CPU with --set device=cpu")
     listing = None
-    if cfg.data.dir or not args.dry_run:
+    if cfg.data.dir or cfg.data.backend == "synthetic" or not args.dry_run:
         try:
-            listing = list_imagenet(cfg.data.dir)
+            listing = list_data(cfg.data)
         except DataError as e:
             fail(str(e), comm)
     if cfg.model.num_classes is None:
@@ -211,28 +212,52 @@ def main(argv=None):
         fail(f"{output_dir} already holds a run; pass --overwrite to replace it or choose "
              "another --output-dir", comm)
     comm.barrier()   # every rank has checked the output dir before rank 0 writes into it
+    world_size = args.world_size or comm.size
+    if world_size < 1 or (args.local_size is not None and (
+            args.local_size < 1 or world_size % args.local_size)):
+        fail(f"--world-size {world_size} must be a positive multiple of --local-size "
+             f"{args.local_size}")
+    epoch_length = padded_epoch_length(len(listing[0]) if listing else IMAGENET_TRAIN_IMAGES,
+                                       world_size)
+    try:
+        schedule = TrainingSchedule.from_config(cfg, epoch_length, world_size)
+    except ScheduleError as e:
+        fail(f"{e} (for {world_size:,} ranks)")
 
+    # On the CPU even for a GPU recipe's dry run: it builds the graph but computes nothing.
     nn.set_default_context(get_extension_context("cpu", type_config=cfg.type_config))
     rng = np.random.RandomState(cfg.train.seed)
     model = ResNet(cfg.model.depth, cfg.model.num_classes, cfg.model.width, cfg.model.small_stem,
                    cfg.model.zero_init_last_bn, cfg.model.channel_last, rng=rng)
-    epoch_length = padded_epoch_length(len(listing[0]) if listing else IMAGENET_TRAIN_IMAGES,
-                                       comm.size)
-    plan = make_plan(cfg, epoch_length, comm.size)
-    train_net, val_net = build_graphs(cfg, model, plan.local_batch)
+    graphs = {}   # (per-rank batch, label smoothing) -> training graph; all share the weights
+
+    def train_graph(stage):
+        key = (stage.local_batch, schedule.hyper(stage)["label_smoothing"])
+        if key not in graphs:
+            graphs[key] = build_train_graph(cfg, model, *key)
+        return graphs[key]
+
+    train_graph(schedule.stage(0))
+    val_net = build_val_graph(cfg, model)
     params = model.parameters()
     n_params = count_parameters(params)
 
     if args.dry_run:
-        print_plan(cfg, plan, n_params, listing, comm.size)
+        print_plan(cfg, schedule, n_params, listing, world_size, args.local_size)
+        if args.plot_schedule:
+            from tools.plot_schedule import plot_schedule
+            plot_schedule(schedule, args.plot_schedule,
+                          title=f"{recipe}: {world_size:,} ranks")
+            print(f"plot       {args.plot_schedule}")
         return 0
 
     train_set, val_set = listing
-    loader = PilTrainLoader(train_set, cfg.data.image_size, comm.rank, comm.size,
-                            cfg.train.seed, cfg.data.num_threads, cfg.data.min_crop_area)
-    val_loader = PilValLoader(val_set, cfg.data.image_size, cfg.eval.batch_size, comm.rank,
-                              comm.size, cfg.data.val_resize_ratio, cfg.data.num_threads)
-    optimizer = Optimizer(params, cfg.optim.momentum, cfg.optim.weight_decay)
+    loader, val_loader = build_loaders(
+        cfg.data, train_set, val_set, seed=cfg.train.seed, val_batch_size=cfg.eval.batch_size,
+        shard_id=comm.rank, num_shards=comm.size, channel_last=cfg.model.channel_last,
+        half=cfg.type_config == "half", device_id=comm.local_rank)
+    optimizer = Optimizer(params, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.optimizer,
+                          cfg.optim.lars_coefficient, cfg.optim.lars_eps)
     comm.bcast([p.d for p in params.values()], root=0)  # every rank starts from rank 0's weights
 
     if rank0:
@@ -240,82 +265,109 @@ def main(argv=None):
         with open(os.path.join(output_dir, "config.yaml"), "w") as f:
             f.write(dump_yaml(cfg))
     log = RunLog(output_dir, enabled=rank0, thresholds=cfg.eval.top1_thresholds)
-    log.write("start", epoch=0.0, step=0, elapsed_s=0.0, global_batch=plan.global_batch,
-              world_size=comm.size, parameters=n_params, total_steps=plan.total_steps,
-              train_images=len(train_set), val_images=len(val_set), argv=sys.argv[1:],
+    log.write("start", epoch=0.0, step=0, elapsed_s=0.0,
+              global_batch=schedule.stage(0).global_batch, schedule=schedule.rows(),
+              world_size=comm.size, parameters=n_params, total_steps=schedule.total_steps,
+              train_images=len(train_set), val_images=len(val_set),
+              excluded_images=train_set.excluded + val_set.excluded, argv=sys.argv[1:],
               config=to_dict(cfg), nnabla=nn.__version__, python=platform.python_version(),
               host=platform.node(), commit=git_commit())
-    progress = Progress(plan.total_steps, enabled=rank0)
+    progress = Progress(schedule.total_steps, enabled=rank0)
     clock = Stopwatch()
     step, data_wait, eval_time, allreduce_time = 0, 0.0, 0.0, 0.0
     window = SimpleNamespace(loss=0.0, steps=0, images=0, start=0.0)  # since the last "step" line
-    epoch_acc = SimpleNamespace(loss=0.0, steps=0, images=0, seconds=0.0, allreduce=0.0)
+    epoch_acc = SimpleNamespace(loss=0.0, steps=0, images=0, seconds=0.0, wait=0.0,
+                                allreduce=0.0)
     last_eval = None
 
     # --- the loop: one update per iteration ----------------------------------------------
-    while step < plan.total_steps:
+    stage = None
+    while step < schedule.total_steps:
+        if stage is None or step == stage.end_step:    # a stage begins: switch batch and hypers
+            stage = schedule.stage(step)
+            hyper = schedule.hyper(stage)
+            train_net = train_graph(stage)
+            optimizer.configure(hyper["momentum"], hyper["weight_decay"])
+            log.write("stage", epoch=loader.epochs_done, step=step, elapsed_s=clock.elapsed(),
+                      global_batch=stage.global_batch, lr=schedule.lr_at_step(step),
+                      stage=stage.index, local_batch=stage.local_batch,
+                      accumulation=stage.accumulation, steps=stage.steps, **hyper)
+            progress.message(f"stage {stage.index} from step {step} (epoch "
+                             f"{loader.epochs_done:.3f}): global batch {stage.global_batch}, "
+                             f"{stage.local_batch} per rank x {stage.accumulation}")
         epoch_before = loader.epochs_done
-        lr = lr_at(cfg, plan, epoch_before)
+        lr = schedule.lr_at_step(step)
 
-        t0 = clock.elapsed()
-        images, labels = loader.next_batch(plan.local_batch)
-        data_wait += clock.elapsed() - t0
-        train_net.image.d, train_net.label.d = images, labels
-
-        train_net.loss.forward(clear_no_need_grad=True)
+        # One update = `accumulation` forward/backward passes; gradients add up in place.
         optimizer.zero_grad()
-        train_net.loss.backward(clear_buffer=True)
+        loss = 0.0
+        for _ in range(stage.accumulation):
+            t0 = clock.elapsed()
+            try:
+                images, labels = loader.next_batch(stage.local_batch)
+            except DataError as e:   # a broken image: one line naming it and the checker command
+                fail(str(e), comm)
+            data_wait += clock.elapsed() - t0
+            train_net.image.d, train_net.label.d = images, labels
+            train_net.loss.forward(clear_no_need_grad=True)
+            train_net.loss.backward(clear_buffer=True)
+            loss += float(train_net.loss.d) / stage.accumulation
         # numpy views of this step's gradient buffers (CPU); fetched after every backward
         # because nnabla may give the gradients new buffers after zero_grad
         grads = [p.g for p in params.values()]
         t0 = clock.elapsed()
         comm.all_reduce(grads, average=True)    # the mean gradient over all ranks
         allreduce_time += clock.elapsed() - t0
+        if stage.accumulation > 1:
+            optimizer.scale_grad(1.0 / stage.accumulation)   # ... and over the micro-steps
         optimizer.step(lr)
         step += 1
 
-        loss = float(train_net.loss.d)
         if not math.isfinite(loss):
             fail(f"training loss became {loss} at step {step} on rank {comm.rank} "
                  f"(lr {lr:.4g}); lower optim.base_lr or lengthen optim.warmup_epochs", comm)
         for acc in (window, epoch_acc):
             acc.loss, acc.steps, acc.images = acc.loss + loss, acc.steps + 1, \
-                acc.images + plan.global_batch
+                acc.images + stage.global_batch
         epoch_now = loader.epochs_done
         progress.update(step, epoch_now, window.loss / window.steps,
                         window.images / max(clock.elapsed() - window.start, 1e-9),
-                        lr, plan.global_batch)
+                        lr, stage.global_batch)
 
-        if step % cfg.train.log_every_steps == 0 or step == plan.total_steps:
+        if step % cfg.train.log_every_steps == 0 or step == schedule.total_steps:
             seconds = clock.elapsed() - window.start
             log.write("step", epoch=epoch_now, step=step, elapsed_s=clock.elapsed(),
                       train_loss=mean_over_ranks(comm, window.loss / window.steps),
-                      global_batch=plan.global_batch,
+                      global_batch=stage.global_batch,
                       lr=lr, images_per_s=window.images / max(seconds, 1e-9))
             window = SimpleNamespace(loss=0.0, steps=0, images=0, start=clock.elapsed())
 
         if math.floor(epoch_now) > math.floor(epoch_before):   # crossed an epoch boundary
-            seconds = clock.elapsed() - epoch_acc.seconds - eval_time
+            # epoch_acc.seconds is the training time (eval excluded) at the epoch's start
+            seconds = clock.elapsed() - eval_time - epoch_acc.seconds
             log.write("epoch", epoch=epoch_now, step=step, elapsed_s=clock.elapsed(),
                       train_loss=mean_over_ranks(comm, epoch_acc.loss / epoch_acc.steps),
-                      global_batch=plan.global_batch,
+                      global_batch=stage.global_batch,
                       lr=lr, images_per_s=epoch_acc.images / max(seconds, 1e-9),
                       epoch_index=math.floor(epoch_now), data_wait_s=data_wait,
+                      data_wait_frac=(data_wait - epoch_acc.wait) / max(seconds, 1e-9),
                       allreduce_s=allreduce_time - epoch_acc.allreduce)
             epoch_acc = SimpleNamespace(loss=0.0, steps=0, images=0,
-                                        seconds=clock.elapsed() - eval_time,
+                                        seconds=clock.elapsed() - eval_time, wait=data_wait,
                                         allreduce=allreduce_time)
         every = cfg.eval.every_epochs
         if (math.floor(epoch_now / every) > math.floor(epoch_before / every)
-                or step == plan.total_steps):
+                or step == schedule.total_steps):
             t_eval = clock.elapsed()
-            top1, top5, val_loss = evaluate(val_net, val_loader, comm)
+            try:
+                top1, top5, val_loss = evaluate(val_net, val_loader, comm)
+            except DataError as e:
+                fail(str(e), comm)
             eval_time += clock.elapsed() - t_eval
-            epoch_acc.seconds += clock.elapsed() - t_eval
             window.start += clock.elapsed() - t_eval
             last_eval = log.write("eval", epoch=epoch_now, step=step, elapsed_s=clock.elapsed(),
                                   val_top1=top1, val_top5=top5, val_loss=val_loss,
-                                  global_batch=plan.global_batch, lr=lr)
+                                  global_batch=stage.global_batch, lr=lr)
             progress.message(f"epoch {epoch_now:.2f}: val top-1 {top1:.4f} top-5 {top5:.4f} "
                              f"loss {val_loss:.4f} ({format_seconds(clock.elapsed())})")
 
@@ -324,16 +376,17 @@ def main(argv=None):
     loader.close()
     wall = clock.elapsed()
     train_seconds = max(wall - eval_time, 1e-9)
+    samples = schedule.plan.samples_before(step)
     log.write("end", epoch=loader.epochs_done, step=step, elapsed_s=wall,
               val_top1=last_eval["val_top1"], val_top5=last_eval["val_top5"],
-              global_batch=plan.global_batch, lr=lr,
-              images_per_s=step * plan.global_batch / train_seconds)
+              global_batch=stage.global_batch, lr=lr,
+              images_per_s=samples / train_seconds)
     summary = log.summary(wall_time_s=wall, epochs=loader.epochs_done, steps=step,
-                          images_per_s=step * plan.global_batch / train_seconds,
+                          images_per_s=samples / train_seconds,
                           eval_time_s=eval_time, data_wait_s=data_wait,
                           allreduce_s=allreduce_time, comm_algorithm=comm.algorithm,
                           comm_grid=f"{comm.grid[0]}x{comm.grid[1]}",
-                          world_size=comm.size, global_batch=plan.global_batch,
+                          world_size=comm.size, global_batch=stage.global_batch,
                           parameters=n_params, status="completed")
     log.write_summary(summary)
     log.close()

@@ -1,9 +1,15 @@
-"""Listing an ImageNet-layout data set: ``ROOT/train/<class>/*.JPEG``, ``ROOT/val/<class>/*``.
+"""Listing a data set: ImageNet-layout folders or ``path label`` file lists, minus exclusions.
+
+Layout: ``ROOT/train/<class>/*.JPEG``, ``ROOT/val/<class>/*``; class indices are the sorted
+class-directory names of the training split, so the validation split and every rank agree.
+File lists (as nnabla-examples' ``create_input_files.py`` writes them): one ``path label``
+line per image, paths relative to ``ROOT/train`` (``ROOT/val`` for the validation list), so
+the flat ImageNet validation folder works. An exclusion list (written by
+``python -m tools.check_dataset ROOT --write-exclude FILE``) holds paths relative to ``ROOT``
+that are dropped up front (the list file is found relative to the current directory).
 
 Only the listing lives here (paths, integer labels, class names); decoding belongs to the
-loaders. Class indices are the sorted class-directory names of the training split, so the
-validation split and every rank agree on them. Problems are one-line ``DataError``s that say
-what is wrong and what to do.
+loaders. Problems are one-line ``DataError``s that say what is wrong and what to do.
 """
 import os
 from dataclasses import dataclass
@@ -24,19 +30,24 @@ class Listing:
     files: List[str]          # absolute paths
     labels: np.ndarray        # int32, one per file
     classes: List[str]        # index -> class directory name
+    excluded: int = 0         # files dropped because the exclusion list names them
 
     def __len__(self):
         return len(self.files)
 
 
-def list_split(data_dir, split, classes=None):
-    """List ``data_dir/split``. ``classes`` (from the training split) fixes the label order."""
+def _check_data_dir(data_dir):
     if not data_dir:
         raise DataError("no data directory given: pass --data-dir DIR (ImageNet layout, "
                         "DIR/train/<class>/*), or run `make toy-data` for the toy set")
     if not os.path.isdir(data_dir):
         raise DataError(f"data directory {data_dir} does not exist: check --data-dir "
                         "(or run `make toy-data` for the toy set)")
+
+
+def list_split(data_dir, split, classes=None):
+    """List ``data_dir/split``. ``classes`` (from the training split) fixes the label order."""
+    _check_data_dir(data_dir)
     root = os.path.join(data_dir, split)
     if not os.path.isdir(root):
         raise DataError(f"{root} does not exist: the data directory needs {split}/<class>/ "
@@ -73,3 +84,72 @@ def list_imagenet(data_dir):
     train = list_split(data_dir, "train")
     val = list_split(data_dir, "val", classes=train.classes)
     return train, val
+
+
+def _resolve(data_dir, path):
+    return path if os.path.isabs(path) else os.path.join(data_dir, path)
+
+
+def read_file_list(data_dir, split, list_path):
+    """Listing of ``split`` from a ``path label`` file (paths relative to ``data_dir/split``)."""
+    list_path = _resolve(data_dir, list_path)
+    if not os.path.isfile(list_path):
+        raise DataError(f"file list {list_path} does not exist: data.{split}_list is read "
+                        "relative to the data directory (lines: `relative/path.JPEG label`)")
+    root = os.path.join(data_dir, split)
+    files, labels = [], []
+    with open(list_path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            path, _, label = line.rpartition(" ")
+            if not path or not label.isdigit():
+                raise DataError(f"{list_path} line {number}: expected `path label` with a "
+                                f"non-negative integer label, got {line[:80]!r}")
+            files.append(os.path.join(root, path.strip()))
+            labels.append(int(label))
+    if not files:
+        raise DataError(f"file list {list_path} names no images")
+    labels = np.asarray(labels, dtype=np.int32)
+    classes = [str(c) for c in range(int(labels.max()) + 1)]
+    return Listing(root, files, labels, classes)
+
+
+def list_file_lists(data_dir, train_list, val_list):
+    """(train, val) listings from file lists; labels index the same classes in both."""
+    _check_data_dir(data_dir)
+    train = read_file_list(data_dir, "train", train_list)
+    val = read_file_list(data_dir, "val", val_list)
+    if len(val.classes) > len(train.classes):
+        raise DataError(f"validation list {val_list} uses label {len(val.classes) - 1} but the "
+                        f"training list only labels 0..{len(train.classes) - 1}; the lists "
+                        "must share one class numbering")
+    val.classes = train.classes
+    return train, val
+
+
+def read_exclude_list(data_dir, path):
+    """Normalised paths named by an exclusion list (``#`` comments allowed).
+
+    The list file itself is found like any file on the command line (relative to the current
+    directory); its entries are relative to ``data_dir``, as the checker writes them.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"exclusion list {path} does not exist: write it with "
+                        f"`python -m tools.check_dataset {data_dir} --write-exclude {path}`")
+    with open(path) as f:
+        entries = [line.strip() for line in f]
+    return {os.path.normpath(_resolve(data_dir, e)) for e in entries
+            if e and not e.startswith("#")}
+
+
+def exclude(listing, excluded_paths):
+    """``listing`` without the files in ``excluded_paths`` (a set of normalised paths)."""
+    keep = np.array([os.path.normpath(f) not in excluded_paths for f in listing.files], bool)
+    if keep.all():
+        return listing
+    if not keep.any():
+        raise DataError(f"the exclusion list drops every image of {listing.root}")
+    return Listing(listing.root, [f for f, k in zip(listing.files, keep) if k],
+                   listing.labels[keep], listing.classes, int((~keep).sum()))

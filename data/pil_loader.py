@@ -5,15 +5,18 @@ Training: random-resized-crop (Inception-style: area in [min_area, 1], aspect ra
 normalisation, CHW float32. Validation: resize the shorter side to ``image_size *
 resize_ratio`` (256/224 as in the ImageNet recipes), centre-crop ``image_size``.
 
-Augmentation randomness is a function of ``(seed, epoch, sample index)``, not of thread
-timing, so a run is reproducible and a resumed run sees the same crops.
+Augmentation randomness is a function of ``(seed, epoch, sample index)`` (data/augment.py,
+shared with the DALI loader), not of thread timing, so a run is reproducible and a resumed
+run sees the same crops.
 """
-import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
 
+from .augment import crop_boxes, uniforms, val_geometry
+from .checks import checker_hint
 from .imagefolder import DataError
 from .sampler import ShardedStream
 
@@ -26,47 +29,37 @@ def open_rgb(path):
         with Image.open(path) as img:
             return img.convert("RGB")
     except Exception as e:  # PIL raises many types for broken files
-        raise DataError(f"cannot decode {path}: {e}; replace or remove the file "
-                        "(a broken copy?)") from None
+        raise DataError(f"cannot decode {path}: {e}") from None
 
 
-def random_resized_crop_box(width, height, rng, min_area, ratio=(3 / 4, 4 / 3)):
-    """(left, top, w, h) of an Inception-style crop, as torchvision and DALI compute it."""
-    area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * rng.uniform(min_area, 1.0)
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
-    side = min(width, height)  # fall back to the largest centred square
-    return (width - side) // 2, (height - side) // 2, side, side
+def _with_fix(error, listing):
+    """The decode error plus the checker command for this data set (one line)."""
+    return DataError(f"{error}; {checker_hint(os.path.dirname(listing.root))}")
 
 
-def to_chw(img):
+def to_array(img, channel_last=False):
+    """Normalised float32 pixels, CHW (or HWC for channel-last models)."""
     x = (np.asarray(img, dtype=np.float32) - MEAN) / STD
-    return x.transpose(2, 0, 1)
+    return x if channel_last else x.transpose(2, 0, 1)
 
 
-def train_transform(path, size, rng, min_area):
+def train_transform(path, size, u, min_area, channel_last=False):
+    """Decode, crop the box that ``augment.crop_boxes`` draws from ``u``, resize, flip."""
     img = open_rgb(path)
-    left, top, w, h = random_resized_crop_box(img.width, img.height, rng, min_area)
+    left, top, w, h, flip = (int(v[0]) for v in crop_boxes([img.width], [img.height], u[None],
+                                                            min_area))
     img = img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
-    if rng.random() < 0.5:
+    if flip:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return to_chw(img)
+    return to_array(img, channel_last)
 
 
-def val_transform(path, size, resize_ratio):
+def val_transform(path, size, resize_ratio, channel_last=False):
     img = open_rgb(path)
-    short = int(round(size * resize_ratio))
-    scale = short / min(img.width, img.height)
-    w, h = max(size, int(round(img.width * scale))), max(size, int(round(img.height * scale)))
+    w, h, left, top = (int(v[0]) for v in val_geometry([img.width], [img.height], size,
+                                                        resize_ratio))
     img = img.resize((w, h), Image.Resampling.BILINEAR)
-    left, top = (w - size) // 2, (h - size) // 2
-    return to_chw(img.crop((left, top, left + size, top + size)))
+    return to_array(img.crop((left, top, left + size, top + size)), channel_last)
 
 
 class PilTrainLoader:
@@ -79,8 +72,9 @@ class PilTrainLoader:
     """
 
     def __init__(self, listing, image_size, shard_id=0, num_shards=1, seed=0,
-                 num_threads=2, min_crop_area=0.08, state=None):
+                 num_threads=2, min_crop_area=0.08, state=None, channel_last=False):
         self.listing = listing
+        self.channel_last = channel_last
         self.size = image_size
         self.min_area = min_crop_area
         self.seed = seed
@@ -91,14 +85,13 @@ class PilTrainLoader:
         self._pending = None  # (batch_size, stream state before it, futures)
         self._delivered_state = self.stream.state()
 
-    def _load_one(self, index, epoch):
-        rng = np.random.default_rng([self.seed, int(epoch), int(index), 1])
-        return train_transform(self.listing.files[index], self.size, rng, self.min_area)
-
     def _submit(self, batch_size):
         before = self.stream.state()
         indices, epochs = self.stream.take(batch_size)
-        futures = [self.pool.submit(self._load_one, i, e) for i, e in zip(indices, epochs)]
+        draws = uniforms(self.seed, epochs, indices)
+        futures = [self.pool.submit(train_transform, self.listing.files[i], self.size, u,
+                                    self.min_area, self.channel_last)
+                   for i, u in zip(indices, draws)]
         labels = self.listing.labels[indices].reshape(-1, 1)
         return batch_size, before, futures, labels
 
@@ -109,7 +102,10 @@ class PilTrainLoader:
             self.stream.load_state(self._pending[1])   # rewind: the guess was wrong
             self._pending = None
         job = self._pending or self._submit(batch_size)
-        images = np.stack([f.result() for f in job[2]])
+        try:
+            images = np.stack([f.result() for f in job[2]])
+        except DataError as e:
+            raise _with_fix(e, self.listing) from None
         self._delivered_state = self.stream.state()
         self._pending = self._submit(batch_size)       # prefetch, assuming the same size
         return images, job[3]
@@ -134,8 +130,9 @@ class PilValLoader:
     """
 
     def __init__(self, listing, image_size, batch_size, shard_id=0, num_shards=1,
-                 resize_ratio=256 / 224, num_threads=2):
+                 resize_ratio=256 / 224, num_threads=2, channel_last=False):
         self.listing = listing
+        self.channel_last = channel_last
         self.size = image_size
         self.batch_size = batch_size
         self.ratio = resize_ratio
@@ -149,8 +146,11 @@ class PilValLoader:
         with ThreadPoolExecutor(max(1, self.num_threads)) as pool:
             for start in range(0, len(self.indices), self.batch_size):
                 chunk = self.indices[start:start + self.batch_size]
-                images = list(pool.map(lambda i: val_transform(self.listing.files[i], self.size,
-                                                               self.ratio), chunk))
+                try:
+                    images = list(pool.map(lambda i: val_transform(
+                        self.listing.files[i], self.size, self.ratio, self.channel_last), chunk))
+                except DataError as e:
+                    raise _with_fix(e, self.listing) from None
                 labels = self.listing.labels[chunk]
                 valid = len(chunk)
                 if valid < self.batch_size:

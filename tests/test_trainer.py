@@ -66,6 +66,9 @@ def test_log_lines_carry_the_documented_keys(short_run):
     events = [r["event"] for r in records]
     assert events[0] == "start" and events[-1] == "end"
     assert events.count("epoch") == 2 and events.count("eval") == 2
+    for r in records:
+        if r["event"] == "epoch":   # share of training time spent waiting for the loader
+            assert 0 <= r["data_wait_frac"] < 1 and r["data_wait_s"] >= 0, r
     steps = [r for r in records if r["event"] == "step"]
     assert [r["step"] for r in steps] == sorted(r["step"] for r in steps)
     assert all(r["global_batch"] == 16 and r["images_per_s"] > 0 for r in steps)
@@ -119,3 +122,21 @@ def test_cli_errors_are_one_line(args, message, tmp_path):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_epoch_and_step_lines_count_the_same_training_time(short_run):
+    """Both kinds of line exclude evaluation time exactly once, so the training seconds they
+    imply (images / images_per_s) add up to the same total; this failed when the epoch lines
+    subtracted each evaluation twice."""
+    out, _ = short_run
+    records = read_log(os.path.join(out, "log.jsonl"))
+
+    def seconds(kind):
+        lines, total, prev = [r for r in records if r["event"] == kind], 0.0, 0
+        for r in lines:
+            total += (r["step"] - prev) * r["global_batch"] / r["images_per_s"]
+            prev = r["step"]
+        assert prev == 30                       # both kinds end at the last step
+        return total
+
+    assert seconds("epoch") == pytest.approx(seconds("step"), rel=0.01)

@@ -14,6 +14,8 @@ from typing import List, Optional
 import yaml
 
 from comm.plan import ALGORITHMS, WIRE_DTYPES, CommError, parse_grid
+from schedules.batch import MODES, ScheduleError, check_stages
+from schedules.schedule import LR_BATCH
 
 
 class ConfigError(ValueError):
@@ -33,24 +35,33 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     dir: Optional[str] = None              # ImageNet layout: DIR/train/<class>/*, DIR/val/<class>/*
-    backend: str = "pil"                   # pil | synthetic (dali arrives with data/)
+    backend: str = "dali"                  # dali | pil | synthetic (README "Data")
+    device: str = "cpu"                    # dali decoding: cpu | gpu (mixed, on the local rank's GPU)
     image_size: int = 224                  # training crop and validation crop, in pixels
     val_resize_ratio: float = 256 / 224    # validation: shorter side = image_size * ratio
     min_crop_area: float = 0.08            # random-resized-crop area range [min, 1]
     num_threads: int = 2                   # decoding threads per rank
+    train_list: Optional[str] = None       # `path label` lines, paths relative to DIR/train
+    val_list: Optional[str] = None         # the same for DIR/val; both or neither
+    on_bad_image: str = "error"            # error | skip (skip drops the exclude_list files)
+    exclude_list: Optional[str] = None     # from `python -m tools.check_dataset DIR --write-exclude`
+    synthetic_train_size: int = 1281167    # backend synthetic: images per epoch (ImageNet-1k)
+    synthetic_val_size: int = 50000
+    synthetic_classes: int = 1000
 
 
 @dataclass
 class TrainConfig:
     epochs: float = 90.0
-    global_batch: int = 256                # samples per update, summed over all ranks
+    global_batch: Optional[int] = 256      # samples per update, summed over all ranks;
+                                           # null when batch.stages sets the batch
     seed: int = 0
     log_every_steps: int = 20              # a "step" line in log.jsonl every N updates
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "momentum"            # momentum
+    optimizer: str = "momentum"            # momentum | lars (LARS on weights; BN/bias: momentum)
     base_lr: float = 0.1                   # per 256 samples; scaled by the global batch
     lr_scaling: str = "linear"             # linear | sqrt (in global_batch / 256)
     momentum: float = 0.9
@@ -63,6 +74,18 @@ class OptimConfig:
     step_milestones: List[float] = field(default_factory=lambda: [30.0, 60.0, 80.0])
     step_gamma: float = 0.1
     final_lr_factor: float = 0.0           # cosine/poly end at factor * peak
+    lars_coefficient: float = 0.001        # LARS trust coefficient (eta)
+    lars_eps: float = 1e-6                 # LARS: avoids division by zero
+
+
+@dataclass
+class BatchConfig:
+    """Batch-size control (schedules/batch.py). Without stages: train.global_batch throughout."""
+    stages: List[dict] = field(default_factory=list)   # [{until_epoch, global_batch, momentum?,
+    #                                                     weight_decay?, label_smoothing?}, ...]
+    mode: str = "grow_local"               # grow_local | accumulate
+    max_local_batch: Optional[int] = None  # per-rank samples per forward/backward; null: no cap
+    lr_batch: str = "stage"                # stage | first: the batch the lr scaling rule uses
 
 
 @dataclass
@@ -84,29 +107,35 @@ class CommConfig:
 
 @dataclass
 class Config:
-    device: str = "cpu"                    # cpu (gpu arrives with nnabla-ext-cuda support)
+    device: str = "cpu"                    # cpu | gpu (gpu: dry runs only until GPU support)
     type_config: str = "float"             # float | half
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     comm: CommConfig = field(default_factory=CommConfig)
 
 
 CHOICES = {
-    "device": ("cpu",),
+    "device": ("cpu", "gpu"),
     "type_config": ("float", "half"),
-    "data.backend": ("pil", "synthetic"),
-    "optim.optimizer": ("momentum",),
+    "data.backend": ("dali", "pil", "synthetic"),
+    "data.device": ("cpu", "gpu"),
+    "data.on_bad_image": ("error", "skip"),
+    "optim.optimizer": ("momentum", "lars"),
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.decay": ("cosine", "poly", "step"),
+    "batch.mode": MODES,
+    "batch.lr_batch": LR_BATCH,
     "comm.algorithm": ALGORITHMS,
     "comm.wire_dtype": WIRE_DTYPES,
 }
 POSITIVE = ("model.depth", "model.width", "data.image_size", "data.num_threads",
-            "train.epochs", "train.global_batch", "train.log_every_steps",
+            "train.epochs", "train.log_every_steps", "optim.lars_coefficient",
             "optim.base_lr", "eval.every_epochs", "eval.batch_size", "data.val_resize_ratio",
+            "data.synthetic_train_size", "data.synthetic_val_size", "data.synthetic_classes",
             "comm.bucket_mb")
 FRACTIONS = ("optim.label_smoothing", "data.min_crop_area", "optim.warmup_start_factor",
              "optim.final_lr_factor", "optim.momentum")
@@ -224,9 +253,11 @@ def validate(cfg):
     if cfg.model.num_classes is not None and cfg.model.num_classes < 2:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} must be at least 2, "
                           "or null to take it from the data set")
+    _validate_batch(cfg)
     if cfg.optim.warmup_epochs >= cfg.train.epochs:
         raise ConfigError(f"optim.warmup_epochs={cfg.optim.warmup_epochs} must be less than "
                           f"train.epochs={cfg.train.epochs}")
+    validate_data(cfg)
     try:
         parse_grid(cfg.comm.grid)
     except CommError as e:
@@ -237,6 +268,47 @@ def validate(cfg):
     if cfg.model.channel_last and cfg.device == "cpu":
         raise ConfigError("model.channel_last=true needs device=gpu: nnabla's CPU convolution "
                           "supports only NCHW; drop the override for CPU runs")
+
+
+def _validate_batch(cfg):
+    """One way to set the batch: train.global_batch (constant) or batch.stages (a schedule)."""
+    b, batch = cfg.batch, cfg.train.global_batch
+    if b.max_local_batch is not None and b.max_local_batch <= 0:
+        raise ConfigError(f"batch.max_local_batch={b.max_local_batch} must be positive or null")
+    if not b.stages:
+        if batch is None or batch <= 0:
+            raise ConfigError(f"train.global_batch={batch} must be positive "
+                              "(or give batch.stages instead)")
+        return
+    if batch is not None:
+        raise ConfigError(f"train.global_batch={batch} and batch.stages are both set; with "
+                          "stages the batch comes from them: set train.global_batch to null "
+                          "(--set train.global_batch=null)")
+    try:
+        check_stages(b.stages, cfg.train.epochs)
+    except ScheduleError as e:
+        raise ConfigError(str(e)) from None
+
+
+def validate_data(cfg):
+    d = cfg.data
+    if d.on_bad_image == "skip" and not d.exclude_list:
+        raise ConfigError("data.on_bad_image=skip needs the list of files to skip: write it with "
+                          "`python -m tools.check_dataset DIR --write-exclude bad.txt` and add "
+                          "--set data.exclude_list=bad.txt")
+    if d.exclude_list and d.on_bad_image != "skip":
+        raise ConfigError(f"data.exclude_list={d.exclude_list} is read only with "
+                          "data.on_bad_image=skip (skipping files must be deliberate); add "
+                          "--set data.on_bad_image=skip")
+    if (d.train_list is None) != (d.val_list is None):
+        raise ConfigError("data.train_list and data.val_list go together (one class numbering "
+                          "for both); set both or neither")
+    if d.device == "gpu" and d.backend != "dali":
+        raise ConfigError(f"data.device=gpu decodes with DALI; data.backend={d.backend} "
+                          "decodes on the CPU: set data.backend=dali or data.device=cpu")
+    if d.device == "gpu" and cfg.device != "gpu":
+        raise ConfigError("data.device=gpu puts the batches on the GPU and needs device=gpu; "
+                          "use data.device=cpu for CPU runs")
 
 
 # --- output ------------------------------------------------------------------------------

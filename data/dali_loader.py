@@ -1,0 +1,329 @@
+"""DALI loaders: decoding and augmentation in DALI, sample order from our ``ShardedStream``.
+
+Why ``fn.external_source`` and not ``fn.readers.file``: DALI's file reader fixes the batch
+size when the pipeline is built, shuffles through a buffer (not an exact permutation per
+epoch) and cannot resume at a saved position. The trainer needs all three: batch-size control
+changes the batch between steps, every epoch must use each image exactly once across ranks,
+and a resume (possibly on another world size) continues mid-epoch. So Python decides *which*
+samples and *which crop* (``data/sampler.py``, ``data/augment.py``: cheap, vectorised per
+batch) and feeds the encoded bytes; DALI does the expensive part on its own threads: ROI
+JPEG decoding of the crop window, resize, flip, normalisation and layout.
+
+The pipelines contain no random operators: the crop window and the flip arrive as inputs
+computed from ``(seed, epoch, sample index)``. Hence output is a pure function of the
+stream position: deterministic for a seed, bitwise the same after a resume from ``state()``,
+independent of DALI's thread count, and the same crop boxes as the Pillow loader.
+
+Batches are fed to DALI ``prefetch`` steps ahead (one more is being read on a background
+thread), assuming the batch size stays the same. When it changes, the queued batches are
+drained and the stream is rewound (as in the Pillow loader),
+so ``state()`` always counts delivered samples only. A batch larger than the pipeline's
+``max_batch_size`` rebuilds the pipeline (rare: batch-size control grows the batch a few
+times per run).
+
+``device="gpu"`` decodes on the rank's GPU (``mixed`` decoder, nvJPEG) and can copy the
+batch straight into nnabla arrays (``next_batch_into``, as nnabla-ext-cuda's DALI iterator
+does). That path is written against the documented APIs and NOT verified: no GPU here.
+"""
+import ctypes
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import numpy as np
+
+from .augment import crop_boxes, image_size, uniforms, val_geometry
+from .checks import checker_hint, first_bad
+from .imagefolder import DataError
+from .pil_loader import MEAN, STD
+from .sampler import ShardedStream
+
+
+def _dali():
+    try:
+        from nvidia import dali
+        from nvidia.dali import fn, types
+    except ImportError:
+        raise DataError("data.backend=dali needs NVIDIA DALI (nvidia-dali-cuda120 in "
+                        "requirements.txt): run `make setup`, or --set data.backend=pil") from None
+    return dali, fn, types
+
+
+def _normalize(fn, types, images, size, channel_last, half, mirror=None):
+    dtype = types.FLOAT16 if half else types.FLOAT
+    kw = {} if mirror is None else {"mirror": mirror}
+    return fn.crop_mirror_normalize(images, mean=MEAN.tolist(), std=STD.tolist(), dtype=dtype,
+                                    output_layout="HWC" if channel_last else "CHW", **kw)
+
+
+def train_pipeline(max_batch_size, size, num_threads, device="cpu", device_id=None,
+                   channel_last=False, half=False, seed=0):
+    """encoded bytes + crop window (x, y) / (w, h) + mirror flag -> normalised crops."""
+    dali, fn, types = _dali()
+    decode_device = "mixed" if device == "gpu" else "cpu"
+
+    @dali.pipeline_def(batch_size=max_batch_size, num_threads=num_threads,
+                       device_id=device_id if device == "gpu" else None,
+                       prefetch_queue_depth=1, seed=seed)
+    def pipe():
+        encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+        anchor = fn.external_source(name="anchor", dtype=types.INT32, ndim=1)
+        shape = fn.external_source(name="shape", dtype=types.INT32, ndim=1)
+        mirror = fn.external_source(name="mirror", dtype=types.INT32, ndim=0)
+        images = fn.decoders.image_slice(encoded, anchor, shape, device=decode_device,
+                                         axis_names="WH", output_type=types.RGB,
+                                         adjust_orientation=False)
+        images = fn.resize(images, size=[size, size], interp_type=types.INTERP_LINEAR,
+                           antialias=True)
+        return _normalize(fn, types, images, size, channel_last, half, mirror)
+
+    return pipe()
+
+
+def val_pipeline(max_batch_size, size, num_threads, device="cpu", device_id=None,
+                 channel_last=False, half=False, seed=0):
+    """encoded bytes + resized (w, h) + crop corner -> normalised centre crops."""
+    dali, fn, types = _dali()
+    decode_device = "mixed" if device == "gpu" else "cpu"
+
+    @dali.pipeline_def(batch_size=max_batch_size, num_threads=num_threads,
+                       device_id=device_id if device == "gpu" else None,
+                       prefetch_queue_depth=1, seed=seed)
+    def pipe():
+        encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+        resize_w = fn.external_source(name="resize_w", dtype=types.FLOAT, ndim=0)
+        resize_h = fn.external_source(name="resize_h", dtype=types.FLOAT, ndim=0)
+        corner = fn.external_source(name="corner", dtype=types.INT32, ndim=1)
+        images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB,
+                                   adjust_orientation=False)
+        images = fn.resize(images, resize_x=resize_w, resize_y=resize_h,
+                           interp_type=types.INTERP_LINEAR, antialias=True)
+        images = fn.slice(images, corner, np.array([size, size], np.int32), axis_names="WH",
+                          normalized_anchor=False, normalized_shape=False)
+        return _normalize(fn, types, images, size, channel_last, half)
+
+    return pipe()
+
+
+class _Feeder:
+    """Reads the encoded files of a batch and turns DALI failures into one-line errors."""
+
+    def __init__(self, listing):
+        self.listing = listing
+        self.hint = checker_hint(os.path.dirname(listing.root))
+
+    def read(self, indices):
+        """(encoded arrays, (n, 2) width/height, paths) for ``indices``."""
+        paths = [self.listing.files[i] for i in indices]
+        encoded, dims = [], np.empty((len(paths), 2), np.int64)
+        for k, path in enumerate(paths):
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                raise DataError(f"cannot read {path}: {e.strerror}; {self.hint}") from None
+            try:
+                dims[k] = image_size(data)
+            except ValueError as e:
+                raise DataError(f"cannot decode {path}: {e}; {self.hint}") from None
+            encoded.append(np.frombuffer(data, np.uint8))
+        return encoded, dims, paths
+
+    def outputs(self, pipe, paths):
+        """The pipeline's next output; a decode failure names the broken file of the batch."""
+        try:
+            return pipe.outputs()[0]
+        except RuntimeError as e:
+            bad = first_bad(paths)
+            if bad is not None:
+                raise DataError(f"cannot decode {bad[0]}: {bad[1]}; {self.hint}") from None
+            first = str(e).strip().splitlines()[-1][:200]
+            raise DataError(f"DALI failed on a batch of {len(paths)} files starting with "
+                            f"{paths[0]} ({first}); {self.hint}") from None
+
+
+def to_numpy(tensor_list):
+    """A dense DALI batch as a numpy array (copied to the host first if it lives on a GPU)."""
+    if type(tensor_list).__name__ == "TensorListGPU":
+        tensor_list = tensor_list.as_cpu()
+    return tensor_list.as_array()
+
+
+def copy_into(tensor_list, ndarray, ctx):
+    """Copy a DALI batch into an nnabla ``NdArray`` on ``ctx`` (CPU or GPU) with no extra
+    host copy: nnabla hands out its buffer (``data_ptr``, write-only: old contents are not
+    synchronised) and DALI writes into it, as nnabla-ext-cuda's ``DaliIterator`` does."""
+    if tuple(ndarray.shape) != tuple(tensor_list.as_tensor().shape()):
+        raise ValueError(f"batch shape {tensor_list.as_tensor().shape()} does not match the "
+                         f"input array {tuple(ndarray.shape)}")
+    dtype = np.float16 if "16" in str(tensor_list.dtype) else np.float32
+    pointer = ndarray.data_ptr(dtype, ctx, write_only=True)
+    tensor_list.copy_to_external(ctypes.c_void_p(pointer))
+
+
+class DaliTrainLoader:
+    """Training batches for one shard; same contract as ``PilTrainLoader``.
+
+    ``next_batch(b)`` -> ``(images, labels)`` (float32 NCHW, or NHWC / float16 if asked;
+    labels int32 ``(b, 1)``), ``state()``, ``epochs_done``, ``close()``.
+    """
+
+    def __init__(self, listing, image_size, shard_id=0, num_shards=1, seed=0, num_threads=2,
+                 min_crop_area=0.08, state=None, channel_last=False, half=False, device="cpu",
+                 device_id=None, prefetch=2, max_batch_size=None):
+        self.listing = listing
+        self.size = image_size
+        self.seed = seed
+        self.min_area = min_crop_area
+        self.prefetch = max(1, prefetch)
+        self.build_args = dict(size=image_size, num_threads=max(1, num_threads), device=device,
+                               device_id=device_id, channel_last=channel_last, half=half,
+                               seed=seed * 1000003 + shard_id)
+        self.stream = ShardedStream(len(listing), shard_id, num_shards, seed)
+        if state is not None:
+            self.stream.load_state(state)
+        _dali()   # import now (~2 s, part of setup), and fail before training if it is missing
+        self.feeder = _Feeder(listing)
+        # File reads and crop arithmetic run on this thread, overlapping the training step
+        # (nnabla releases the GIL in forward/backward); only feeding DALI stays on the caller.
+        self.reader = ThreadPoolExecutor(1)
+        self.max_batch_size = max_batch_size
+        self.pipe = None
+        self.pending = deque()      # batches read (and the first `prefetch` fed), oldest first
+        self._delivered_state = self.stream.state()
+
+    def _prepare(self, indices, epochs):
+        """Encoded bytes and DALI inputs of one batch (runs on the reader thread)."""
+        encoded, dims, paths = self.feeder.read(indices)
+        left, top, w, h, flip = crop_boxes(dims[:, 0], dims[:, 1],
+                                           uniforms(self.seed, epochs, indices), self.min_area)
+        return paths, {"encoded": encoded,
+                       "anchor": np.stack([left, top], 1).astype(np.int32),
+                       "shape": np.stack([w, h], 1).astype(np.int32),
+                       "mirror": flip.astype(np.int32)}
+
+    def _submit(self, batch_size):
+        before = self.stream.state()
+        indices, epochs = self.stream.take(batch_size)
+        self.pending.append(SimpleNamespace(
+            size=batch_size, before=before, after=self.stream.state(), fed=False, paths=[],
+            labels=self.listing.labels[indices].reshape(-1, 1),
+            read=self.reader.submit(self._prepare, indices, epochs)))
+
+    def _feed(self, job):
+        job.paths, inputs = job.read.result()          # a read error surfaces here
+        for name, value in inputs.items():
+            self.pipe.feed_input(name, value)
+        self.pipe.schedule_run()
+        job.fed = True
+
+    def _rewind(self):
+        """Drop the queued batches (their work is wasted) and rewind the stream to the first."""
+        if not self.pending:
+            return
+        for job in self.pending:
+            if job.fed:
+                self.feeder.outputs(self.pipe, job.paths)
+            else:
+                job.read.cancel() or job.read.exception()   # wait; a broken file recurs later
+        self.stream.load_state(self.pending[0].before)
+        self.pending.clear()
+
+    def _next(self, batch_size):
+        if self.pending and self.pending[0].size != batch_size:
+            self._rewind()
+        if self.pipe is None or batch_size > self.max_batch_size:
+            self._rewind()
+            self.max_batch_size = max(batch_size, self.max_batch_size or 0)
+            self.pipe = train_pipeline(self.max_batch_size, **self.build_args)
+            self.pipe.build()
+        while len(self.pending) < self.prefetch + 1:   # one more batch being read
+            self._submit(batch_size)
+        for job in list(self.pending)[:self.prefetch]:
+            if not job.fed:         # DALI decodes these while the caller trains
+                self._feed(job)
+        job = self.pending.popleft()
+        out = self.feeder.outputs(self.pipe, job.paths)
+        self._submit(batch_size)
+        self._delivered_state = job.after
+        return out, job.labels
+
+    def next_batch(self, batch_size):
+        out, labels = self._next(batch_size)
+        return to_numpy(out), labels
+
+    def next_batch_into(self, image, label, batch_size, ctx):
+        """Fill nnabla arrays ``image``/``label`` (``Variable.data``) on ``ctx`` in place."""
+        out, labels = self._next(batch_size)
+        copy_into(out, image, ctx)
+        label.cast(np.int32)[...] = labels
+
+    def state(self):
+        return dict(self._delivered_state)
+
+    @property
+    def epochs_done(self):
+        s = self._delivered_state
+        return s["epoch"] + s["offset"] / self.stream.epoch_length
+
+    def close(self):
+        self.reader.shutdown(wait=True, cancel_futures=True)
+        self.pending.clear()
+        self.pipe = None    # DALI frees its threads and buffers with the pipeline
+
+
+class DaliValLoader:
+    """Validation batches of shard ``shard_id`` (samples ``shard_id::num_shards``, each once);
+    same contract as ``PilValLoader``: ``(images, labels, valid)`` with the last batch padded."""
+
+    def __init__(self, listing, image_size, batch_size, shard_id=0, num_shards=1,
+                 resize_ratio=256 / 224, num_threads=2, channel_last=False, half=False,
+                 device="cpu", device_id=None, prefetch=2):
+        self.listing = listing
+        self.size = image_size
+        self.batch_size = batch_size
+        self.ratio = resize_ratio
+        self.indices = np.arange(shard_id, len(listing), num_shards)
+        self.prefetch = max(1, prefetch)
+        self.build_args = dict(size=image_size, num_threads=max(1, num_threads), device=device,
+                               device_id=device_id, channel_last=channel_last, half=half)
+        _dali()
+        self.feeder = _Feeder(listing)
+        self.pipe = None
+
+    def __len__(self):
+        return -(-len(self.indices) // self.batch_size)
+
+    def _submit(self, chunk):
+        encoded, dims, paths = self.feeder.read(chunk)
+        w, h, left, top = val_geometry(dims[:, 0], dims[:, 1], self.size, self.ratio)
+        self.pipe.feed_input("encoded", encoded)
+        self.pipe.feed_input("resize_w", w.astype(np.float32))
+        self.pipe.feed_input("resize_h", h.astype(np.float32))
+        self.pipe.feed_input("corner", np.stack([left, top], 1).astype(np.int32))
+        self.pipe.schedule_run()
+        return chunk, paths
+
+    def __iter__(self):
+        if self.pipe is None:
+            self.pipe = val_pipeline(self.batch_size, **self.build_args)
+            self.pipe.build()
+        chunks = deque(self.indices[s:s + self.batch_size]
+                       for s in range(0, len(self.indices), self.batch_size))
+        pending = deque()
+        try:
+            while chunks or pending:
+                while chunks and len(pending) < self.prefetch:
+                    pending.append(self._submit(chunks.popleft()))
+                chunk, paths = pending.popleft()
+                images = to_numpy(self.feeder.outputs(self.pipe, paths))
+                labels, valid = self.listing.labels[chunk], len(chunk)
+                if valid < self.batch_size:      # fixed graph shape: pad with the last row
+                    pad = self.batch_size - valid
+                    images = np.concatenate([images, np.repeat(images[-1:], pad, 0)])
+                    labels = np.concatenate([labels, np.repeat(labels[-1:], pad)])
+                yield images, labels.reshape(-1, 1), valid
+        finally:
+            for _, paths in pending:      # an abandoned pass must not leave stale outputs
+                self.feeder.outputs(self.pipe, paths)

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# bash jobs/try_locally.sh JOB.sh [options] [-- TRAINER_ARGS...]
+#
+# Runs a job script written by `python -m jobs.render` on this machine, before it waits in a
+# cluster's queue. The script's text is not changed: what runs here is what gets submitted.
+# Only its surroundings are made up:
+#   - the scheduler's variables (PBS_NODEFILE, SGE_JOB_HOSTLIST or SLURM_JOB_NODELIST, job id,
+#     work dir) with host files naming NODES made-up hosts;
+#   - stand-ins on PATH for `module` (prints what it would load) and `scontrol`, and
+#     JOB_MPIRUN=jobs/tryout/mpirun, which first lets the real Open MPI check the job's launch
+#     line against those hosts (--do-not-launch) and then starts the ranks here;
+#   - the job's shape scaled down (JOB_NODES, JOB_GPUS_PER_NODE), CPU ranks (JOB_DEVICE=cpu),
+#     its own output dir, and trainer arguments for a few quick steps on the toy data set
+#     (TRAIN_EXTRA_ARGS, appended after the job's own).
+#
+# Options:
+#   --nodes N            made-up nodes (default: 2, or fewer if the job has fewer)
+#   --gpus-per-node G    ranks per node (default: 2, or fewer if the job has fewer)
+#   --check-only         keep the job's full size and only check its launch line with Open
+#                        MPI (e.g. 2,176 ranks on 272 hosts); nothing is started
+#   --data-dir DIR       data set for the try-out (default: data/toy; `make toy-data`)
+#   --out DIR            output dir of the try-out (default: a new directory under /tmp)
+#   -- ARGS...           more trainer arguments, after the defaults (e.g. --set for a config's
+#                        own keys that need scaling down)
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+die() { echo "try_locally: error: $*" >&2; exit 2; }
+
+[ $# -ge 1 ] || die "usage: bash jobs/try_locally.sh JOB.sh [--nodes N] [--gpus-per-node G] [--check-only] [--data-dir DIR] [--out DIR] [-- TRAINER_ARGS...]"
+JOB=$1
+shift
+[ -f "$JOB" ] || die "$JOB does not exist"
+marker=$(grep -m1 '^# jobs.render: ' "$JOB") || die "$JOB has no '# jobs.render:' line: render it with python -m jobs.render"
+system=$(sed -n 's/.*system=\([a-z0-9]*\).*/\1/p' <<<"$marker")
+job_nodes=$(sed -n 's/.*nodes=\([0-9]*\).*/\1/p' <<<"$marker")
+job_gpus=$(sed -n 's/.*gpus_per_node=\([0-9]*\).*/\1/p' <<<"$marker")
+
+nodes=$((job_nodes < 2 ? job_nodes : 2))
+gpus=$((job_gpus < 2 ? job_gpus : 2))
+if [ "$system" = local ]; then gpus=$job_gpus; fi
+check_only=0
+data_dir=$REPO/data/toy
+out=
+extra=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --nodes) nodes=${2:?--nodes needs a number}; shift 2 ;;
+        --gpus-per-node) gpus=${2:?--gpus-per-node needs a number}; shift 2 ;;
+        --check-only) check_only=1; shift ;;
+        --data-dir) data_dir=${2:?--data-dir needs a directory}; shift 2 ;;
+        --out) out=${2:?--out needs a directory}; shift 2 ;;
+        --) shift; extra=("$@"); break ;;
+        *) die "unknown option $1 (see the comment at the top of $0)" ;;
+    esac
+done
+[[ $nodes =~ ^[1-9][0-9]*$ ]] || die "--nodes $nodes: expected a positive number"
+[[ $gpus =~ ^[1-9][0-9]*$ ]] || die "--gpus-per-node $gpus: expected a positive number"
+if [ "$system" = local ] && [ "$nodes" -ne 1 ]; then die "a local job runs on one node"; fi
+if [ "$check_only" = 1 ]; then nodes=$job_nodes; gpus=$job_gpus; fi
+np=$((nodes * gpus))
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/tryout.XXXXXX")
+out=${out:-$work/run}
+real_mpirun=${TRYOUT_REAL_MPIRUN:-$REPO/.venv/bin/mpirun}
+[ -x "$real_mpirun" ] || die "no Open MPI at $real_mpirun: run make setup"
+
+# Made-up hosts, in the form each scheduler hands them to a job.
+for i in $(seq 1 "$nodes"); do echo "tryout-node$i"; done >"$work/hosts"
+mkdir -p "$work/local"
+case $system in
+    abci3)   # PBS Professional: PBS_NODEFILE lists a host once per MPI process [inferred]
+        awk -v g="$gpus" '{for (i = 0; i < g; i++) print}' "$work/hosts" >"$work/nodefile"
+        export PBS_NODEFILE=$work/nodefile PBS_O_WORKDIR=$PWD PBS_JOBID=tryout.local \
+            PBS_JOBNAME=tryout PBS_LOCALDIR=$work/local PBS_ENVIRONMENT=PBS_BATCH ;;
+    abci2)   # Grid Engine on ABCI: SGE_JOB_HOSTLIST lists the hosts only
+        export SGE_JOB_HOSTLIST=$work/hosts JOB_ID=tryout NHOSTS=$nodes \
+            SGE_LOCALDIR=$work/local SGE_O_WORKDIR=$PWD ;;
+    slurm)
+        export SLURM_JOB_ID=tryout SLURM_JOB_NODELIST="tryout-node[1-$nodes]" \
+            SLURM_JOB_NUM_NODES=$nodes SLURM_SUBMIT_DIR=$PWD ;;
+    local) ;;
+    *) die "$JOB names an unknown system '$system'" ;;
+esac
+
+if [ "$check_only" = 0 ]; then
+    [ -d "$data_dir/train" ] || die "no data set at $data_dir (expected $data_dir/train/<class>/...): run make toy-data, or pass --data-dir DIR"
+    # A few quick steps of a narrow ResNet-50 on small crops, whatever the recipe's scale.
+    TRAIN_EXTRA_ARGS="--data-dir $data_dir --set type_config=float --set model.width=0.125 \
+--set model.channel_last=false --set data.image_size=32 --set data.num_threads=1 \
+--set train.global_batch=$((4 * np)) --set train.epochs=0.05 --set optim.warmup_epochs=0 \
+--set train.log_every_steps=1 --set eval.batch_size=25 --set comm.grid=${gpus}x${nodes}"
+    if [ "${#extra[@]}" -gt 0 ]; then TRAIN_EXTRA_ARGS="$TRAIN_EXTRA_ARGS ${extra[*]}"; fi
+    export TRAIN_EXTRA_ARGS JOB_NODES=$nodes JOB_GPUS_PER_NODE=$gpus
+fi
+# CPU ranks here; a check-only run starts no trainer, but a GPU job would need GPU packages.
+export JOB_DEVICE=cpu JOB_OUTPUT_DIR=$out JOB_MPIRUN=$HERE/tryout/mpirun PATH=$HERE/tryout:$PATH \
+    TRYOUT_DIR=$work TRYOUT_REAL_MPIRUN=$real_mpirun TRYOUT_CHECK_ONLY=$check_only
+
+if [ "$check_only" = 1 ]; then
+    echo "try_locally: $JOB at full size ($nodes node(s) x $gpus = $np ranks), launch line check only"
+else
+    echo "try_locally: $JOB scaled down to $nodes node(s) x $gpus = $np CPU ranks; output $out"
+fi
+status=0
+bash "$JOB" || status=$?
+echo "try_locally: the job script exited with status $status (work dir $work)"
+exit "$status"

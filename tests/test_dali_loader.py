@@ -1,0 +1,203 @@
+"""The DALI loaders on real JPEG files (DALI 2.x CPU pipelines, no stand-ins)."""
+import os
+
+import nnabla as nn
+import numpy as np
+import pytest
+from PIL import Image
+
+from data.dali_loader import DaliTrainLoader, DaliValLoader
+from data.imagefolder import DataError, Listing, list_imagenet, list_split
+from data.pil_loader import MEAN, STD, PilTrainLoader, PilValLoader
+from data.sampler import padded_epoch_length
+
+LOW, HIGH = (0 - MEAN.max()) / STD.min(), (255 - MEAN.min()) / STD.min()
+
+
+def write_awkward(folder):
+    """Images real data sets contain: grey, CMYK, PNG named .JPEG, tiny, extreme aspect."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    rgb.convert("L").save(folder / "gray.JPEG", "JPEG")
+    rgb.convert("CMYK").save(folder / "cmyk.JPEG", "JPEG")
+    rgb.save(folder / "png_named.JPEG", "PNG")
+    rgb.resize((4, 4)).save(folder / "tiny.JPEG", "JPEG")
+    rgb.resize((400, 8)).save(folder / "wide.JPEG", "JPEG")
+    rgb.resize((8, 300)).save(folder / "tall.JPEG", "JPEG")
+
+
+def write_broken(folder):
+    """Files no decoder should accept; returns their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = Image.fromarray(np.full((40, 50, 3), 120, np.uint8))
+    rgb.save(folder / "ok.JPEG", "JPEG")
+    whole = (folder / "ok.JPEG").read_bytes()
+    (folder / "truncated.JPEG").write_bytes(whole[:len(whole) // 2])
+    (folder / "empty.JPEG").write_bytes(b"")
+    (folder / "garbage.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all" * 4)
+    rgb.convert("P").save(folder / "gif_named.JPEG", "GIF")
+    return ["empty.JPEG", "garbage.JPEG", "gif_named.JPEG", "truncated.JPEG"]
+
+
+@pytest.fixture(scope="module")
+def awkward_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("awkward")
+    write_awkward(root / "train" / "a")
+    write_awkward(root / "val" / "a")
+    return str(root)
+
+
+def unique_labels(listing):
+    """The same files with label = sample index, so a label identifies the sample."""
+    return Listing(listing.root, listing.files, np.arange(len(listing), dtype=np.int32),
+                   [str(i) for i in range(len(listing))])
+
+
+def test_awkward_images_decode_to_the_right_shape_and_range(awkward_dir):
+    train = list_split(awkward_dir, "train")
+    for channel_last, shape in ((False, (3, 24, 24)), (True, (24, 24, 3))):
+        loader = DaliTrainLoader(train, 24, seed=0, channel_last=channel_last)
+        x, y = loader.next_batch(len(train))
+        loader.close()
+        assert x.shape == (len(train),) + shape and x.dtype == np.float32
+        assert y.shape == (len(train), 1) and y.dtype == np.int32
+        assert LOW - 1e-4 <= x.min() and x.max() <= HIGH + 1e-4
+        assert np.isfinite(x).all() and x.std() > 0.1
+    half = DaliTrainLoader(train, 24, seed=0, half=True)   # FP16 training's input (GPU use)
+    x16 = half.next_batch(4)[0]
+    half.close()
+    assert x16.dtype == np.float16 and np.isfinite(x16).all()
+    for x, y, valid in DaliValLoader(train, 16, batch_size=4, resize_ratio=256 / 224):
+        assert x.shape == (4, 3, 16, 16) and x.dtype == np.float32 and 1 <= valid <= 4
+        assert LOW - 1e-4 <= x.min() and x.max() <= HIGH + 1e-4
+
+
+def test_dali_and_pillow_crop_the_same_windows(toy_dir, awkward_dir):
+    """Same seed: same samples, labels, crops and flips; only decoder/resampler rounding differs."""
+    for root in (toy_dir, awkward_dir):
+        train, val = list_imagenet(root)
+        dali = DaliTrainLoader(train, 24, seed=5, min_crop_area=0.3)
+        pil = PilTrainLoader(train, 24, seed=5, min_crop_area=0.3)
+        for size in (6, 6, 4, 9):
+            xd, yd = dali.next_batch(size)
+            xp, yp = pil.next_batch(size)
+            np.testing.assert_array_equal(yd, yp)
+            # a different crop or flip differs by ~0.5 on average; rounding by ~0.005
+            assert np.abs(xd - xp).mean() < 0.05, (root, size, np.abs(xd - xp).mean())
+        assert dali.state() == pil.state()
+        dali.close(), pil.close()
+        for (xd, yd, vd), (xp, yp, vp) in zip(DaliValLoader(val, 24, 5), PilValLoader(val, 24, 5)):
+            assert vd == vp
+            np.testing.assert_array_equal(yd, yp)
+            assert np.abs(xd - xp).mean() < 0.05
+
+
+def test_one_epoch_over_all_shards_is_the_whole_data_set(toy_dir):
+    train = unique_labels(list_imagenet(toy_dir)[0])
+    n, world = len(train), 7                       # 240 images: 5 padding repeats
+    per_rank = padded_epoch_length(n, world) // world
+    seen = []
+    for rank in range(world):
+        loader = DaliTrainLoader(train, 16, shard_id=rank, num_shards=world, seed=2)
+        labels = np.concatenate([loader.next_batch(b)[1].ravel() for b in (13, 13, per_rank - 26)])
+        assert loader.state() == {"epoch": 1, "offset": 0} and loader.epochs_done == 1.0
+        loader.close()
+        seen.append(labels)
+    everything = np.concatenate(seen)
+    assert len(everything) == padded_epoch_length(n, world)
+    assert set(everything.tolist()) == set(range(n))                  # nothing missed
+    assert len(everything) - len(set(everything.tolist())) == padded_epoch_length(n, world) - n
+
+
+def test_batch_size_changes_keep_the_accounting_exact(toy_dir):
+    """Sizes change mid-run (and grow past the pipeline's max, which rebuilds it)."""
+    train = unique_labels(list_imagenet(toy_dir)[0])
+    dali = DaliTrainLoader(train, 16, shard_id=1, num_shards=2, seed=1)
+    pil = PilTrainLoader(train, 16, shard_id=1, num_shards=2, seed=1)
+    taken = []
+    for size in (10, 10, 30, 7, 30, 33):           # 120 = one epoch of this shard
+        yd = dali.next_batch(size)[1]
+        np.testing.assert_array_equal(yd, pil.next_batch(size)[1])
+        taken.append(yd.ravel())
+        assert dali.state() == pil.state()
+    assert dali.state() == {"epoch": 1, "offset": 0}
+    other = DaliTrainLoader(train, 16, shard_id=0, num_shards=2, seed=1)
+    both = np.concatenate(taken + [other.next_batch(120)[1].ravel()])
+    assert sorted(both.tolist()) == list(range(len(train)))
+    for loader in (dali, pil, other):
+        loader.close()
+
+
+def test_deterministic_across_runs_threads_and_resume(toy_dir):
+    train, _ = list_imagenet(toy_dir)
+    a = DaliTrainLoader(train, 20, seed=9, num_threads=2)
+    b = DaliTrainLoader(train, 20, seed=9, num_threads=1)
+    for size in (8, 8, 5):
+        xa, ya = a.next_batch(size)
+        xb, yb = b.next_batch(size)
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    resumed = DaliTrainLoader(train, 20, seed=9, state=a.state())
+    for size in (6, 250):                           # the second crosses the epoch boundary
+        xa, ya = a.next_batch(size)
+        xr, yr = resumed.next_batch(size)
+        np.testing.assert_array_equal(xa, xr)      # bitwise: no DALI RNG in the pipeline
+        np.testing.assert_array_equal(ya, yr)
+    other_seed = DaliTrainLoader(train, 20, seed=10)
+    assert not np.array_equal(other_seed.next_batch(8)[1], DaliTrainLoader(
+        train, 20, seed=9).next_batch(8)[1])
+    for loader in (a, b, resumed, other_seed):
+        loader.close()
+
+
+def test_validation_counts_each_image_once_across_ranks(toy_dir):
+    val = unique_labels(list_imagenet(toy_dir)[1])
+    real = []
+    for rank in range(3):
+        loader = DaliValLoader(val, 16, batch_size=7, shard_id=rank, num_shards=3)
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        for x, y, valid in batches:
+            assert x.shape == (7, 3, 16, 16) and y.shape == (7, 1) and 1 <= valid <= 7
+            real.extend(y[:valid].ravel().tolist())
+        assert sum(v for _, _, v in list(loader)) == len(range(rank, len(val), 3))  # re-iterable
+    assert sorted(real) == list(range(len(val)))
+
+
+def test_next_batch_into_fills_nnabla_arrays_in_place(toy_dir):
+    from nnabla.ext_utils import get_extension_context
+    train, _ = list_imagenet(toy_dir)
+    ctx = get_extension_context("cpu")
+    image, label = nn.Variable((8, 3, 16, 16)), nn.Variable((8, 1))
+    a = DaliTrainLoader(train, 16, seed=4)
+    b = DaliTrainLoader(train, 16, seed=4)
+    for _ in range(2):
+        a.next_batch_into(image.data, label.data, 8, ctx)
+        x, y = b.next_batch(8)
+        np.testing.assert_array_equal(image.d, x)
+        np.testing.assert_array_equal(label.d.astype(np.int32), y)
+    with pytest.raises(ValueError, match="does not match"):
+        a.next_batch_into(image.data, label.data, 4, ctx)
+    a.close(), b.close()
+
+
+def test_a_broken_file_is_named_with_the_fix(tmp_path):
+    names = write_broken(tmp_path / "train" / "a")
+    for name in names:
+        folder = tmp_path / name.split(".")[0]
+        (folder / "train" / "a").mkdir(parents=True)
+        for good in range(3):
+            os.link(tmp_path / "train" / "a" / "ok.JPEG", folder / "train" / "a" / f"{good}.JPEG")
+        os.link(tmp_path / "train" / "a" / name, folder / "train" / "a" / name)
+        listing = list_split(str(folder), "train")
+        loader = DaliTrainLoader(listing, 16, seed=0)
+        with pytest.raises(DataError) as e:
+            loader.next_batch(4)
+        message = str(e.value)
+        assert name in message and "\n" not in message, message
+        assert f"tools.check_dataset {folder} --write-exclude" in message
+        assert "data.on_bad_image=skip" in message
+        val = DaliValLoader(listing, 16, batch_size=2)
+        with pytest.raises(DataError, match=name):
+            list(val)

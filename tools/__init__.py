@@ -1,0 +1,1 @@
+"""Command-line tools: setup, reports and benchmarks (each runs as ``python -m tools.NAME``)."""
