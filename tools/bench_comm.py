@@ -201,7 +201,7 @@ def main(argv=None):
                     a[...] = 0
             t = median[c.algorithm]
             algbw = nbytes / t / 1e9
-            row = {"n_ranks": n, "grid": f"{grid[0]}x{grid[1]}", "algorithm": c.algorithm,
+            row = {"ranks": n, "grid": f"{grid[0]}x{grid[1]}", "algorithm": c.algorithm,
                    "message": label, "arrays": len(arrays), "bytes": nbytes, "count": count,
                    "type": "float32", "wire_dtype": wire if c.algorithm != "plain" else
                    "float32", "bucket_mb": args.bucket_mb, "iters": iters,
