@@ -6,8 +6,14 @@ OUT ?= runs/demo
 CONFIG ?= configs/cpu_demo.yaml
 TOY ?= data/toy
 PYTEST_ARGS ?=
+NP ?= 4
+GRID ?= 2x2
+BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
+# mpirun flags for this kind of machine: more ranks than cores; root in CI containers
+MPIRUN := $(VENV)/bin/mpirun --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
-.PHONY: setup toy-data train report dry-run dry-run-paper test bench-data clean help simulate sim-calibrate
+.PHONY: setup toy-data train report dry-run dry-run-paper test bench bench-comm bench-data clean \
+	help simulate sim-calibrate
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) into $(OUT)"
@@ -19,6 +25,8 @@ help:
 	@echo "make setup     create $(VENV) with Python 3.8-3.10 and pinned dependencies"
 	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png"
 	@echo "make sim-calibrate  fit the model's alpha/beta on this machine's MPI (SIM_JSON=bench lines)"
+	@echo "make bench     run every benchmark (bench-comm, bench-data)"
+	@echo "make bench-comm  all-reduce algorithms on NP=$(NP) ranks, grid GRID=$(GRID)"
 
 setup:
 	@bash tools/setup_env.sh $(VENV)
@@ -42,6 +50,12 @@ dry-run-paper: setup
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+bench: bench-comm bench-data
+
+bench-comm: setup
+	@mkdir -p runs
+	$(MPIRUN) -np $(NP) $(PY) tools/bench_comm.py --grid $(GRID) $(BENCH_COMM_ARGS)
 
 # Scale model (tools/simulate.py). sim-calibrate writes probe lines unless SIM_JSON exists
 # (e.g. SIM_JSON=runs/bench_comm.jsonl from tools/bench_comm.py --json), then fits and checks.

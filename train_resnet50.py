@@ -16,6 +16,7 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("NNABLA_CONFIG_FILE_PATH", os.path.join(REPO, "nnabla.conf"))
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
@@ -25,7 +26,7 @@ import numpy as np  # noqa: E402
 import nnabla as nn  # noqa: E402
 from nnabla.ext_utils import get_extension_context  # noqa: E402
 
-from comm.local import LocalCommunicator  # noqa: E402
+from comm import CommError, create as create_communicator  # noqa: E402
 from data.build import build_loaders, list_data  # noqa: E402
 from data.imagefolder import DataError  # noqa: E402
 from data.sampler import padded_epoch_length  # noqa: E402
@@ -58,12 +59,34 @@ def parse_args(argv):
                    help="dry run: ranks (GPUs) per node, for the plan's node count")
     p.add_argument("--plot-schedule", metavar="PNG",
                    help="dry run: also draw the global batch and learning rate over training")
+    p.add_argument("--param-digest", action="store_true",
+                   help="every rank writes OUTPUT_DIR/param_digest.rank<R> (sha256 of the "
+                        "trained parameters) at the end: shows whether ranks stayed in sync")
     return p.parse_args(argv)
 
 
-def fail(message):
-    """One line that names the problem and the fix, then a non-zero exit."""
+def fail(message, comm=None):
+    """One line that names the problem and the fix, then a non-zero exit. Given a
+    communicator of several ranks it ends the whole job: a rank that exited alone would
+    leave the others waiting in their next collective."""
+    if comm is not None and comm.size > 1:
+        comm.abort(f"error: {message}")
     sys.exit(f"error: {message}")
+
+
+def mean_over_ranks(comm, value):
+    """The mean of a per-rank scalar over all ranks (one small all-reduce)."""
+    buf = np.array([value], np.float64)
+    comm.all_reduce([buf], average=True)
+    return float(buf[0])
+
+
+def param_digest(params):
+    h = hashlib.sha256()
+    for name, p in params.items():
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(p.d).tobytes())
+    return h.hexdigest()
 
 
 # --- building blocks -----------------------------------------------------------------------
@@ -155,7 +178,12 @@ def main(argv=None):
         cfg.data.dir = args.data_dir
     recipe = os.path.splitext(os.path.basename(args.config or "default"))[0]
     output_dir = args.output_dir or os.path.join("runs", recipe)
-    comm = LocalCommunicator()
+    try:    # one process: a local communicator; under mpirun: cfg.comm's algorithm and grid
+        comm = create_communicator(cfg.comm.algorithm, cfg.comm.grid,
+                                   bucket_mb=cfg.comm.bucket_mb, wire_dtype=cfg.comm.wire_dtype,
+                                   timeout_s=cfg.comm.timeout_s)
+    except CommError as e:
+        fail(str(e))
     rank0 = comm.rank == 0
 
     # Check everything that can be checked before any work is spent on it.
@@ -170,19 +198,20 @@ def main(argv=None):
         try:
             listing = list_data(cfg.data)
         except DataError as e:
-            fail(str(e))
+            fail(str(e), comm)
     if cfg.model.num_classes is None:
         if listing is None:
             fail("model.num_classes is not set and no --data-dir was given to count classes; "
-                 "pass --data-dir or --set model.num_classes=1000")
+                 "pass --data-dir or --set model.num_classes=1000", comm)
         cfg.model.num_classes = len(listing[0].classes)
     elif listing is not None and len(listing[0].classes) > cfg.model.num_classes:
         fail(f"the data set has {len(listing[0].classes)} classes but model.num_classes="
-             f"{cfg.model.num_classes}; set it to null or to at least that")
+             f"{cfg.model.num_classes}; set it to null or to at least that", comm)
     if not args.dry_run and not args.overwrite and os.path.exists(
             os.path.join(output_dir, "log.jsonl")):
         fail(f"{output_dir} already holds a run; pass --overwrite to replace it or choose "
-             "another --output-dir")
+             "another --output-dir", comm)
+    comm.barrier()   # every rank has checked the output dir before rank 0 writes into it
     world_size = args.world_size or comm.size
     if world_size < 1 or (args.local_size is not None and (
             args.local_size < 1 or world_size % args.local_size)):
@@ -229,7 +258,7 @@ def main(argv=None):
         half=cfg.type_config == "half", device_id=comm.local_rank)
     optimizer = Optimizer(params, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.optimizer,
                           cfg.optim.lars_coefficient, cfg.optim.lars_eps)
-    grads = [p.g for p in params.values()]  # numpy views of nnabla's gradient buffers (CPU)
+    comm.bcast([p.d for p in params.values()], root=0)  # every rank starts from rank 0's weights
 
     if rank0:
         os.makedirs(output_dir, exist_ok=True)
@@ -245,9 +274,10 @@ def main(argv=None):
               host=platform.node(), commit=git_commit())
     progress = Progress(schedule.total_steps, enabled=rank0)
     clock = Stopwatch()
-    step, data_wait, eval_time = 0, 0.0, 0.0
+    step, data_wait, eval_time, allreduce_time = 0, 0.0, 0.0, 0.0
     window = SimpleNamespace(loss=0.0, steps=0, images=0, start=0.0)  # since the last "step" line
-    epoch_acc = SimpleNamespace(loss=0.0, steps=0, images=0, seconds=0.0, wait=0.0)
+    epoch_acc = SimpleNamespace(loss=0.0, steps=0, images=0, seconds=0.0, wait=0.0,
+                                allreduce=0.0)
     last_eval = None
 
     # --- the loop: one update per iteration ----------------------------------------------
@@ -276,21 +306,26 @@ def main(argv=None):
             try:
                 images, labels = loader.next_batch(stage.local_batch)
             except DataError as e:   # a broken image: one line naming it and the checker command
-                fail(str(e))
+                fail(str(e), comm)
             data_wait += clock.elapsed() - t0
             train_net.image.d, train_net.label.d = images, labels
             train_net.loss.forward(clear_no_need_grad=True)
             train_net.loss.backward(clear_buffer=True)
             loss += float(train_net.loss.d) / stage.accumulation
+        # numpy views of this step's gradient buffers (CPU); fetched after every backward
+        # because nnabla may give the gradients new buffers after zero_grad
+        grads = [p.g for p in params.values()]
+        t0 = clock.elapsed()
         comm.all_reduce(grads, average=True)    # the mean gradient over all ranks
+        allreduce_time += clock.elapsed() - t0
         if stage.accumulation > 1:
             optimizer.scale_grad(1.0 / stage.accumulation)   # ... and over the micro-steps
         optimizer.step(lr)
         step += 1
 
         if not math.isfinite(loss):
-            fail(f"training loss became {loss} at step {step} (lr {lr:.4g}); lower "
-                 "optim.base_lr or lengthen optim.warmup_epochs")
+            fail(f"training loss became {loss} at step {step} on rank {comm.rank} "
+                 f"(lr {lr:.4g}); lower optim.base_lr or lengthen optim.warmup_epochs", comm)
         for acc in (window, epoch_acc):
             acc.loss, acc.steps, acc.images = acc.loss + loss, acc.steps + 1, \
                 acc.images + stage.global_batch
@@ -302,7 +337,8 @@ def main(argv=None):
         if step % cfg.train.log_every_steps == 0 or step == schedule.total_steps:
             seconds = clock.elapsed() - window.start
             log.write("step", epoch=epoch_now, step=step, elapsed_s=clock.elapsed(),
-                      train_loss=window.loss / window.steps, global_batch=stage.global_batch,
+                      train_loss=mean_over_ranks(comm, window.loss / window.steps),
+                      global_batch=stage.global_batch,
                       lr=lr, images_per_s=window.images / max(seconds, 1e-9))
             window = SimpleNamespace(loss=0.0, steps=0, images=0, start=clock.elapsed())
 
@@ -310,12 +346,15 @@ def main(argv=None):
             # epoch_acc.seconds is the training time (eval excluded) at the epoch's start
             seconds = clock.elapsed() - eval_time - epoch_acc.seconds
             log.write("epoch", epoch=epoch_now, step=step, elapsed_s=clock.elapsed(),
-                      train_loss=epoch_acc.loss / epoch_acc.steps, global_batch=stage.global_batch,
+                      train_loss=mean_over_ranks(comm, epoch_acc.loss / epoch_acc.steps),
+                      global_batch=stage.global_batch,
                       lr=lr, images_per_s=epoch_acc.images / max(seconds, 1e-9),
                       epoch_index=math.floor(epoch_now), data_wait_s=data_wait,
-                      data_wait_frac=(data_wait - epoch_acc.wait) / max(seconds, 1e-9))
+                      data_wait_frac=(data_wait - epoch_acc.wait) / max(seconds, 1e-9),
+                      allreduce_s=allreduce_time - epoch_acc.allreduce)
             epoch_acc = SimpleNamespace(loss=0.0, steps=0, images=0,
-                                        seconds=clock.elapsed() - eval_time, wait=data_wait)
+                                        seconds=clock.elapsed() - eval_time, wait=data_wait,
+                                        allreduce=allreduce_time)
         every = cfg.eval.every_epochs
         if (math.floor(epoch_now / every) > math.floor(epoch_before / every)
                 or step == schedule.total_steps):
@@ -323,7 +362,7 @@ def main(argv=None):
             try:
                 top1, top5, val_loss = evaluate(val_net, val_loader, comm)
             except DataError as e:
-                fail(str(e))
+                fail(str(e), comm)
             eval_time += clock.elapsed() - t_eval
             window.start += clock.elapsed() - t_eval
             last_eval = log.write("eval", epoch=epoch_now, step=step, elapsed_s=clock.elapsed(),
@@ -345,10 +384,18 @@ def main(argv=None):
     summary = log.summary(wall_time_s=wall, epochs=loader.epochs_done, steps=step,
                           images_per_s=samples / train_seconds,
                           eval_time_s=eval_time, data_wait_s=data_wait,
+                          allreduce_s=allreduce_time, comm_algorithm=comm.algorithm,
+                          comm_grid=f"{comm.grid[0]}x{comm.grid[1]}",
                           world_size=comm.size, global_batch=stage.global_batch,
                           parameters=n_params, status="completed")
     log.write_summary(summary)
     log.close()
+    if args.param_digest:
+        os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, f"param_digest.rank{comm.rank}")
+        with open(path + ".tmp", "w") as f:
+            f.write(param_digest(params) + "\n")
+        os.replace(path + ".tmp", path)
     if rank0:
         nn.save_parameters(os.path.join(output_dir, "final_params.h5"),
                            nn.get_parameters(grad_only=False))  # BN statistics too

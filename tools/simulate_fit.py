@@ -32,6 +32,9 @@ from tools.simulate import Links, SimError, allreduce_phases, parse_grid
 RANK_KEYS = ("ranks", "nranks", "n", "world_size", "np")
 BYTES_KEYS = ("bytes", "size_bytes", "nbytes", "size")
 TIME_KEYS = ("time_us", "avg_us", "us")
+# bench_comm's "plain" rows (pack, one MPI_Allreduce, unpack) are its reference, not an
+# algorithm of the model: skipped.
+REFERENCE_ALGORITHMS = ("plain",)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ def read_rows(path, time_key=None):
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             raise SimError(f"{path} line {i} is not valid JSON ({e.msg}); fix or delete it")
+        if obj.get("algorithm") in REFERENCE_ALGORITHMS:
+            continue
         ranks = int(_first(obj, RANK_KEYS, i, "rank count"))
         size = float(_first(obj, BYTES_KEYS, i, "message size"))
         t = float(_first(obj, (time_key,) if time_key else TIME_KEYS, i,

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import yaml
 
+from comm.plan import ALGORITHMS, WIRE_DTYPES, CommError, parse_grid
 from schedules.batch import MODES, ScheduleError, check_stages
 from schedules.schedule import LR_BATCH
 
@@ -95,6 +96,16 @@ class EvalConfig:
 
 
 @dataclass
+class CommConfig:
+    """Gradient all-reduce across ranks (comm/; README "comm/")."""
+    algorithm: str = "torus2d"             # torus2d | ring | hierarchical | native
+    grid: str = "auto"                     # auto: X = ranks per node, Y = nodes; or "XxY"
+    bucket_mb: float = 4.0                 # arrays are fused into flat buckets of this size
+    wire_dtype: Optional[str] = None       # null: as stored | float16 | float32 on the wire
+    timeout_s: float = 300.0               # watchdog: abort if a collective waits longer; 0 off
+
+
+@dataclass
 class Config:
     device: str = "cpu"                    # cpu | gpu (gpu: dry runs only until GPU support)
     type_config: str = "float"             # float | half
@@ -104,6 +115,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    comm: CommConfig = field(default_factory=CommConfig)
 
 
 CHOICES = {
@@ -117,11 +129,14 @@ CHOICES = {
     "optim.decay": ("cosine", "poly", "step"),
     "batch.mode": MODES,
     "batch.lr_batch": LR_BATCH,
+    "comm.algorithm": ALGORITHMS,
+    "comm.wire_dtype": WIRE_DTYPES,
 }
 POSITIVE = ("model.depth", "model.width", "data.image_size", "data.num_threads",
             "train.epochs", "train.log_every_steps", "optim.lars_coefficient",
             "optim.base_lr", "eval.every_epochs", "eval.batch_size", "data.val_resize_ratio",
-            "data.synthetic_train_size", "data.synthetic_val_size", "data.synthetic_classes")
+            "data.synthetic_train_size", "data.synthetic_val_size", "data.synthetic_classes",
+            "comm.bucket_mb")
 FRACTIONS = ("optim.label_smoothing", "data.min_crop_area", "optim.warmup_start_factor",
              "optim.final_lr_factor", "optim.momentum")
 
@@ -227,7 +242,8 @@ def get(cfg, dotted):
 def validate(cfg):
     for key, allowed in CHOICES.items():
         if get(cfg, key) not in allowed:
-            raise ConfigError(f"{key}={get(cfg, key)!r} is not one of {', '.join(allowed)}")
+            raise ConfigError(f"{key}={get(cfg, key)!r} is not one of "
+                              f"{', '.join(map(str, allowed))}")
     for key in POSITIVE:
         if get(cfg, key) <= 0:
             raise ConfigError(f"{key}={get(cfg, key)} must be positive")
@@ -242,6 +258,13 @@ def validate(cfg):
         raise ConfigError(f"optim.warmup_epochs={cfg.optim.warmup_epochs} must be less than "
                           f"train.epochs={cfg.train.epochs}")
     validate_data(cfg)
+    try:
+        parse_grid(cfg.comm.grid)
+    except CommError as e:
+        raise ConfigError(str(e))
+    if cfg.comm.timeout_s < 0:
+        raise ConfigError(f"comm.timeout_s={cfg.comm.timeout_s} must be >= 0 (0 turns the "
+                          "watchdog off)")
     if cfg.model.channel_last and cfg.device == "cpu":
         raise ConfigError("model.channel_last=true needs device=gpu: nnabla's CPU convolution "
                           "supports only NCHW; drop the override for CPU runs")

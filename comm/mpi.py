@@ -1,0 +1,346 @@
+"""The MPI backend (mpi4py): executes the plan on numpy arrays, in place.
+
+One all_reduce call: the arrays are cut into buckets (plan.bucket_layout); each bucket is
+packed into one persistent flat buffer (cast to the wire dtype, pre-divided by N when
+averaging), reduced by the algorithm's phases, and unpacked. Buckets run one after another
+through a buffer of ``bucket_mb``: on a CPU that keeps the working set in cache, which measured
+faster than one big buffer or a non-blocking pipeline (README, "comm/").
+
+float16 on the wire: MPI has no half-precision type or sum, so 16-bit buffers travel as
+MPI_UINT16_T and are reduced by a user-defined commutative MPI op (numpy adds the float16
+values; numpy rounds each pairwise sum to float16, as NCCL's half sum does).
+"""
+import os
+import sys
+import tempfile
+import time
+import zlib
+
+import numpy as np
+from mpi4py import MPI
+
+from . import plan
+from .counters import Counters
+from .plan import CommError, describe
+from .watchdog import FIELDS, ProgressBoard, Watchdog
+
+
+def _sum_float16(inbuf, inoutbuf, datatype):
+    a = np.frombuffer(inbuf, np.float16)
+    b = np.frombuffer(inoutbuf, np.float16)
+    np.add(a, b, out=b)
+
+
+SUM_FLOAT16 = MPI.Op.Create(_sum_float16, commute=True)
+
+
+def _mpi(buf):
+    """(buffer as MPI sees it, the sum op for it)."""
+    if buf.dtype == np.float16:
+        return buf.view(np.uint16), SUM_FLOAT16
+    return buf, MPI.SUM
+
+
+class MpiCommunicator:
+    backend = "mpi"
+
+    def __init__(self, algorithm="torus2d", grid=None, bucket_mb=4.0, wire_dtype=None,
+                 timeout_s=300.0, world=None):
+        self.algorithm = algorithm
+        self.bucket_bytes = int(bucket_mb * 2 ** 20)
+        self.wire_dtype = wire_dtype
+        parent = world or MPI.COMM_WORLD
+        shape = plan.parse_grid(grid)
+        if shape is not None:       # a mismatch fails on every rank before any communication
+            plan.Grid.from_shape(*shape, parent.size, spec=grid)
+        self.world = parent.Dup()                        # our traffic never meets the user's
+        self.rank, self.size = self.world.rank, self.world.size
+        node = self.world.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        self.local_rank, self.local_size = node.rank, node.size
+        if shape is None:   # auto: one row per node (node id = the node's lowest world rank)
+            node_id = node.bcast(self.rank, root=0)
+            self.layout_grid = plan.Grid.from_nodes(self.world.allgather(node_id))
+        else:
+            self.layout_grid = plan.Grid.from_shape(*shape, self.size, spec=grid)
+        self.grid = self.layout_grid.shape
+        self.phases = plan.phases(algorithm, self.layout_grid)
+        self.multiple = plan.chunk_multiple(algorithm, self.layout_grid)
+        i, j = self.layout_grid.position(self.rank)
+        self.row = self.world.Split(color=i, key=j)
+        self.col = self.world.Split(color=j, key=i)
+        self.row_name, self.row_ranks = f"row{i}", list(self.layout_grid.row_of(self.rank))
+        self.col_name, self.col_ranks = f"col{j}", list(self.layout_grid.col_of(self.rank))
+        self.host = MPI.Get_processor_name()
+        board = self._progress_board(node)
+        node.Free()
+        self.watchdog = Watchdog(self.rank, timeout_s, self._abort_job, board, host=self.host)
+        self.counters_ = Counters()
+        self._layouts = {}      # signature -> Layout (checked across ranks on first use)
+        self._buffers = {}      # wire dtype -> (bucket buffer, chunk buffer)
+        self._seq = 0
+
+    # --- setup helpers ------------------------------------------------------------------------
+    def _progress_board(self, node):
+        """Node-shared records for the watchdog's diagnosis: a file in /dev/shm mapped by every
+        rank of the node and unlinked at once (nothing is left behind, even after a crash).
+        Plain shared memory rather than an MPI window: Open MPI 5's osc/ucx component prints
+        errors on machines without UCX devices. A private board if anything fails."""
+        path = None
+        if node.rank == 0:
+            try:
+                folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+                fd, path = tempfile.mkstemp(prefix="comm-board-", dir=folder)
+                os.ftruncate(fd, node.size * FIELDS * 8)
+                os.close(fd)
+            except OSError:
+                path = None
+        path = node.bcast(path, root=0)
+        records = None
+        if path is not None:
+            try:
+                records = np.memmap(path, np.int64, "r+", shape=(node.size, FIELDS))
+                records = records.view(np.ndarray)     # plain ndarray: cheaper item writes
+            except OSError:
+                records = None
+        node.Barrier()
+        if node.rank == 0 and path is not None:
+            os.unlink(path)
+        if records is None:
+            return ProgressBoard.local(self.rank)
+        slots = {r: s for s, r in enumerate(node.allgather(self.rank))}
+        return ProgressBoard(records, slots, self.rank)
+
+    def _abort_job(self, code):
+        MPI.COMM_WORLD.Abort(code)
+
+    # --- public API ---------------------------------------------------------------------------
+    def all_reduce(self, arrays, average=False):
+        """Sum (or mean) of ``arrays`` over all ranks, in place; returns ``arrays``."""
+        if self.size == 1:
+            _flat_views(arrays)          # the same input checks as with many ranks
+            return arrays
+        t_start = time.perf_counter()
+        flats = _flat_views(arrays)
+        layout = self._layout(flats)
+        self._seq += 1
+        scale = 1.0 / self.size if average else None
+        nb = len(layout.buckets)
+        for k, bucket in enumerate(layout.buckets):
+            buf, chunk = self._bucket_buffers(bucket)
+            t = time.perf_counter()
+            _pack(flats, bucket, buf, scale)
+            self.counters_.add("pack", time.perf_counter() - t, calls=0)
+            getattr(self, "_" + self.algorithm)(buf, chunk, k, nb)
+            t = time.perf_counter()
+            _unpack(flats, bucket, buf)
+            self.counters_.add("unpack", time.perf_counter() - t, calls=0)
+        self.counters_.ops += 1
+        self.counters_.buckets += nb
+        self.counters_.seconds += time.perf_counter() - t_start
+        return arrays
+
+    def bcast(self, arrays, root=0):
+        """Every rank gets ``root``'s values, in place (any dtype; no wire narrowing)."""
+        if self.size == 1:
+            return arrays
+        t_start = time.perf_counter()
+        flats = _flat_views(arrays, floats_only=False)
+        layout = plan.bucket_layout([f.size for f in flats], [f.dtype for f in flats],
+                                    self.bucket_bytes, floats_only=False)
+        self._seq += 1
+        for k, bucket in enumerate(layout.buckets):
+            buf = self._bucket_buffers(bucket)[0]
+            if self.rank == root:
+                _pack(flats, bucket, buf, None)
+            self._call("bcast", "world", list(range(self.size)), k, len(layout.buckets),
+                       lambda: self.world.Bcast(buf.view(np.uint8), root=root),
+                       "bcast", buf.nbytes, self.size)
+            if self.rank != root:
+                _unpack(flats, bucket, buf)
+        self.counters_.ops += 1
+        self.counters_.seconds += time.perf_counter() - t_start
+        return arrays
+
+    def barrier(self):
+        t_start = time.perf_counter()
+        self._seq += 1
+        self._call("barrier", "world", list(range(self.size)), 0, 1, self.world.Barrier)
+        self.counters_.ops += 1
+        self.counters_.seconds += time.perf_counter() - t_start
+
+    def abort(self, message):
+        """Print one line on this rank and end the whole job with a non-zero exit."""
+        print(message, file=sys.stderr, flush=True)
+        self._abort_job(1)
+        os._exit(1)
+
+    def counters(self):
+        return self.counters_.snapshot()
+
+    def close(self):
+        self.watchdog.close()
+        for c in (self.row, self.col, self.world):
+            c.Free()
+
+    # --- the algorithms, one bucket each --------------------------------------------------------
+    def _torus2d(self, buf, chunk, k, nb):
+        x, y = self.grid
+        data, op = _mpi(buf)
+        shard = chunk[:buf.size // x] if x > 1 else buf
+        sdata = _mpi(shard)[0]
+        if x > 1:   # the result lands in the shard buffer: no copy, as in place
+            # Non-blocking + Wait: Open MPI 5's blocking Reduce_scatter_block (coll/tuned)
+            # made torus2d 1.5-1.9x slower than plain MPI here; libnbc's is 0.9-1.2x
+            # (tools/bench_comm.py, README "comm/").
+            self._call("rs_row", self.row_name, self.row_ranks, k, nb,
+                       lambda: self.row.Ireduce_scatter_block(data, sdata, op=op).Wait(),
+                       "reduce_scatter", buf.nbytes, x)
+        if y > 1:
+            self._call("ar_col", self.col_name, self.col_ranks, k, nb,
+                       lambda: self.col.Allreduce(MPI.IN_PLACE, sdata, op=op),
+                       "all_reduce", shard.nbytes, y)
+        if x > 1:
+            self._call("ag_row", self.row_name, self.row_ranks, k, nb,
+                       lambda: self.row.Allgather(sdata, data), "all_gather", buf.nbytes, x)
+
+    def _hierarchical(self, buf, chunk, k, nb):
+        x, y = self.grid
+        data, op = _mpi(buf)
+        leader = self.row.rank == 0
+        if x > 1:
+            send, recv = (MPI.IN_PLACE, data) if leader else (data, None)
+            self._call("reduce_row", self.row_name, self.row_ranks, k, nb,
+                       lambda: self.row.Reduce(send, recv, op=op, root=0), "reduce",
+                       buf.nbytes, x)
+        if y > 1 and leader:
+            self._call("ar_leaders", self.col_name, self.col_ranks, k, nb,
+                       lambda: self.col.Allreduce(MPI.IN_PLACE, data, op=op), "all_reduce",
+                       buf.nbytes, y)
+        if x > 1:
+            self._call("bcast_row", self.row_name, self.row_ranks, k, nb,
+                       lambda: self.row.Bcast(data, root=0), "bcast", buf.nbytes, x)
+
+    def _native(self, buf, chunk, k, nb):
+        data, op = _mpi(buf)
+        self._call("ar_world", "world", list(range(self.size)), k, nb,
+                   lambda: self.world.Allreduce(MPI.IN_PLACE, data, op=op), "all_reduce",
+                   buf.nbytes, self.size)
+
+    def _ring(self, buf, chunk, k, nb):
+        """The flat ring (Patarasuk & Yuan): N-1 reduce-scatter steps, N-1 all-gather steps."""
+        n, r = self.size, self.rank
+        right, left = (r + 1) % n, (r - 1) % n
+        c = buf.size // n
+        part = [buf[i * c:(i + 1) * c] for i in range(n)]
+        recv = chunk[:c]
+        world = list(range(n))
+
+        def reduce_scatter():
+            for s in range(n - 1):
+                dst = part[(r - s - 1) % n]
+                self.world.Sendrecv(_mpi(part[(r - s) % n])[0], right, recvbuf=_mpi(recv)[0],
+                                    source=left)
+                np.add(dst, recv, out=dst)
+
+        def all_gather():
+            for s in range(n - 1):
+                self.world.Sendrecv(_mpi(part[(r + 1 - s) % n])[0], right,
+                                    recvbuf=_mpi(part[(r - s) % n])[0], source=left)
+
+        sent = (n - 1) * c * buf.itemsize      # counted from the calls made, not a formula
+        self._call("rs_ring", "world", world, k, nb, reduce_scatter, None, sent, n, n - 1)
+        self._call("ag_ring", "world", world, k, nb, all_gather, None, sent, n, n - 1)
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def _call(self, phase, group, ranks, k, nb, fn, kind=None, nbytes=0, group_size=1,
+              steps=None):
+        """Run one blocking collective under the watchdog and count it."""
+        self.watchdog.arm(phase, group, ranks, self._seq, k, nb)
+        t = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t
+        self.watchdog.disarm()
+        if kind is not None:
+            steps = plan.collective_steps(kind, group_size)
+            nbytes = plan.collective_bytes(kind, nbytes, group_size)
+        self.counters_.add(phase, dt, calls=1, nbytes=nbytes, steps=steps or 0)
+
+    def _layout(self, flats):
+        sizes = tuple(f.size for f in flats)
+        dtypes = tuple(f.dtype.str for f in flats)
+        key = (sizes, dtypes)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = plan.bucket_layout(sizes, dtypes, self.bucket_bytes, self.multiple,
+                                        self.wire_dtype)
+            self._check_same_everywhere(key, layout)
+            if len(self._layouts) > 32:
+                self._layouts.clear()
+            self._layouts[key] = layout
+        return layout
+
+    def _check_same_everywhere(self, key, layout):
+        """Different array lists on different ranks would mismatch the collectives: say so."""
+        h = zlib.crc32(repr(key).encode())
+        both = np.array([h, -h], np.int64)
+        self._seq += 1
+        self._call("check", "world", list(range(self.size)), 0, 1,
+                   lambda: self.world.Allreduce(MPI.IN_PLACE, both, op=MPI.MAX))
+        if both[0] != h or -both[1] != h:
+            raise CommError(f"all_reduce got a different list of arrays on different ranks "
+                            f"(rank {self.rank}: {len(key[0])} arrays, {layout.elements} "
+                            "elements); every rank must pass the same shapes and dtypes in "
+                            "the same order")
+
+    def _bucket_buffers(self, bucket):
+        """The persistent bucket buffer and chunk buffer of this wire dtype, grown on demand."""
+        have = self._buffers.get(bucket.wire)
+        if have is None or have[0].size < bucket.padded:
+            n = max(bucket.padded, have[0].size if have else 0)
+            parts = {"torus2d": self.grid[0], "ring": self.size}.get(self.algorithm)
+            chunk_len = n // parts if parts else 1   # torus2d: the row shard; ring: a chunk
+            have = (np.zeros(n, bucket.wire), np.zeros(chunk_len, bucket.wire))
+            self._buffers[bucket.wire] = have
+        return have[0][:bucket.padded], have[1]
+
+    def __repr__(self):
+        return (f"MpiCommunicator({self.algorithm}, grid {self.layout_grid}, rank {self.rank}/"
+                f"{self.size}, row {describe(self.row_ranks)}, col {describe(self.col_ranks)})")
+
+
+# --- packing ----------------------------------------------------------------------------------
+def _flat_views(arrays, floats_only=True):
+    """Writable flat views of the caller's arrays; a clear error for what cannot be one."""
+    if isinstance(arrays, np.ndarray):
+        raise CommError("all_reduce/bcast take a list of arrays; wrap a single array: [a]")
+    flats = []
+    for i, a in enumerate(arrays):
+        if not isinstance(a, np.ndarray):
+            raise CommError(f"array {i} is a {type(a).__name__}, not a numpy array")
+        if floats_only and a.dtype not in plan.FLOAT_DTYPES:
+            raise CommError(f"array {i} has dtype {a.dtype}; all_reduce sums float16, float32 "
+                            "or float64 arrays")
+        if not a.flags.c_contiguous or not a.flags.writeable:
+            raise CommError(f"array {i} (shape {a.shape}) is not a writable C-contiguous "
+                            "array, so the result could not be written back in place; pass "
+                            "np.ascontiguousarray(a) and copy the result back")
+        flats.append(a.reshape(-1))
+    return flats
+
+
+def _pack(flats, bucket, buf, scale):
+    for s in bucket.segments:
+        src = flats[s.index][s.offset:s.offset + s.length]
+        dst = buf[s.bucket_offset:s.bucket_offset + s.length]
+        if scale is None:
+            np.copyto(dst, src, casting="unsafe")
+        else:
+            np.multiply(src, scale, out=dst, casting="unsafe")
+    if bucket.padded > bucket.length:
+        buf[bucket.length:bucket.padded] = 0
+
+
+def _unpack(flats, bucket, buf):
+    for s in bucket.segments:
+        np.copyto(flats[s.index][s.offset:s.offset + s.length],
+                  buf[s.bucket_offset:s.bucket_offset + s.length], casting="unsafe")

@@ -1,0 +1,46 @@
+"""Launch a script under the venv's real ``mpirun`` (shared by every multi-rank test).
+
+    from mpi import run_mpi, WORKERS
+    proc = run_mpi(4, [os.path.join(WORKERS, "allreduce_cases.py"), "--grids", "2x2"])
+
+Adds --oversubscribe (this machine has 2 cores) and, as root, --allow-run-as-root. Returns
+the CompletedProcess (text stdout/stderr); raises subprocess.TimeoutExpired after
+``timeout`` seconds, having killed mpirun and its ranks.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKERS = os.path.join(REPO, "tests", "mpi_workers")
+BIN = os.path.dirname(sys.executable)
+
+
+def mpirun_path():
+    local = os.path.join(BIN, "mpirun")
+    return local if os.path.exists(local) else shutil.which("mpirun")
+
+
+def mpirun_command(np_, argv, python=sys.executable):
+    cmd = [mpirun_path(), "--oversubscribe", "-np", str(np_)]
+    if os.geteuid() == 0:
+        cmd.insert(1, "--allow-run-as-root")
+    return cmd + [python, *argv]
+
+
+def run_mpi(np_, argv, timeout=120, env=None, cwd=REPO):
+    """Run ``python argv...`` on ``np_`` ranks; ``env`` entries are added to os.environ."""
+    full_env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+    full_env.update(env or {})
+    proc = subprocess.Popen(mpirun_command(np_, argv), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=full_env, cwd=cwd,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)     # mpirun and the ranks it started
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -1,0 +1,238 @@
+#!/usr/bin/env python
+"""All-reduce benchmark of comm/'s algorithms, nccl-tests style. Run it under mpirun:
+
+    mpirun -np 4 python tools/bench_comm.py --grid 2x2 --check --json runs/bench_comm.jsonl
+    make bench-comm NP=4 GRID=2x2 BENCH_COMM_ARGS="--max-bytes 16M"
+
+Messages: one float32 array of 4 KB, 16 KB, ... up to --max-bytes (x --factor each row), then
+ResNet-50's gradient list (161 float32 arrays, 25,557,032 elements, shapes from models/).
+Algorithms: comm's torus2d, ring, hierarchical, native, and ``plain``, the reference of the
+performance target: pack every array into one buffer, one MPI_Allreduce, unpack.
+
+time_us: for each round, the slowest rank's mean time per call over the iterations; the
+table shows the median over rounds, and the algorithms take turns within a round so a
+noisy neighbour hits them alike. algbw = bytes / time; busbw = algbw * 2(n-1)/n (the
+nccl-tests convention: what each rank's links carry). vs_native / vs_plain: time ratios in
+the same run. ``--check`` fills integer patterns whose sums are exact (also in float16) and
+counts wrong elements (#wrong); without it the column says n/a. ``--json FILE`` writes one
+JSON object per row (n_ranks, grid, algorithm, bytes, time_us, ... ) for model fitting.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+os.environ.setdefault("NNABLA_CONFIG_FILE_PATH", os.path.join(REPO, "nnabla.conf"))
+
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+import comm  # noqa: E402
+
+WORLD = MPI.COMM_WORLD
+
+
+def parse_bytes(text):
+    units = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
+    text = text.strip().upper().rstrip("B")
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("--grid", default="auto", help="'auto' or XxY (default auto)")
+    p.add_argument("--algorithms", default="torus2d,ring,hierarchical,native,plain")
+    p.add_argument("--min-bytes", default="4K")
+    p.add_argument("--max-bytes", default="256M")
+    p.add_argument("--factor", type=int, default=4, help="size step between rows (default 4)")
+    p.add_argument("--no-resnet", action="store_true", help="skip the ResNet-50 gradient list")
+    p.add_argument("--resnet-only", action="store_true", help="only the ResNet-50 list")
+    p.add_argument("--bucket-mb", type=float, default=comm.DEFAULTS["bucket_mb"])
+    p.add_argument("--wire-dtype", default=None, choices=["float16", "float32"])
+    p.add_argument("--timeout-s", type=float, default=comm.DEFAULTS["timeout_s"])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--iter-bytes", default="256M",
+                   help="iterations per round = this / message size, in [1, 100]")
+    p.add_argument("--check", action="store_true", help="validate results (#wrong)")
+    p.add_argument("--json", help="also write one JSON object per row to this file (rank 0)")
+    return p.parse_args(argv)
+
+
+class Plain:
+    """The performance target's reference: pack, one MPI_Allreduce, unpack."""
+    algorithm = "plain"
+
+    def __init__(self):
+        self.buf = None
+
+    def all_reduce(self, arrays, average=False):
+        total = sum(a.size for a in arrays)
+        if self.buf is None or self.buf.size != total:
+            self.buf = np.empty(total, np.float32)
+        offset = 0
+        for a in arrays:
+            self.buf[offset:offset + a.size] = a.reshape(-1)
+            offset += a.size
+        WORLD.Allreduce(MPI.IN_PLACE, self.buf, op=MPI.SUM)
+        offset = 0
+        for a in arrays:
+            a.reshape(-1)[...] = self.buf[offset:offset + a.size]
+            offset += a.size
+
+
+def resnet50_shapes():
+    """Shapes of ResNet-50's trainable parameters, built once on rank 0 from models/resnet.py."""
+    shapes = None
+    if WORLD.rank == 0:
+        import nnabla as nn
+        from models.resnet import ResNet
+        model = ResNet(50, 1000)
+        model(nn.Variable((1, 3, 224, 224)), train=True)
+        shapes = [tuple(p.shape) for p in model.parameters().values()]
+        nn.clear_parameters()
+    return WORLD.bcast(shapes, root=0)
+
+
+def messages(args):
+    out = []
+    if not args.resnet_only:
+        size = parse_bytes(args.min_bytes)
+        while size <= parse_bytes(args.max_bytes):
+            out.append(("array", [(size // 4,)]))
+            size *= args.factor
+    if not args.no_resnet:
+        out.append(("resnet50", resnet50_shapes()))
+    return out
+
+
+def fill_pattern(arrays, rank):
+    """Rank r holds (r+1)*(i%13+1) at flat index i: every partial sum is a small integer,
+    exact in float16 too, so any wrong element is a bug, not rounding."""
+    start = 0
+    for a in arrays:
+        idx = np.arange(start, start + a.size)
+        a.reshape(-1)[...] = (rank + 1) * (idx % 13 + 1)
+        start += a.size
+
+
+def count_wrong(arrays, n):
+    start, wrong = 0, 0
+    for a in arrays:
+        idx = np.arange(start, start + a.size)
+        wrong += int(np.count_nonzero(a.reshape(-1) != n * (n + 1) // 2 * (idx % 13 + 1)))
+        start += a.size
+    return WORLD.allreduce(wrong, op=MPI.SUM)
+
+
+def time_rounds(impls, arrays, iters, rounds):
+    """{algorithm: [seconds per call in each round]}; algorithms take turns each round."""
+    times = {c.algorithm: [] for c in impls}
+    for c in impls:                    # warm-up: buffers, layout check, page faults
+        c.all_reduce(arrays)
+    for _ in range(rounds):
+        for c in impls:
+            WORLD.Barrier()
+            t = time.perf_counter()
+            for _ in range(iters):
+                c.all_reduce(arrays)
+            mean = (time.perf_counter() - t) / iters
+            times[c.algorithm].append(WORLD.allreduce(mean, op=MPI.MAX))
+    return times
+
+
+def watchdog_cost_us(calls=100_000):
+    """What arming the watchdog around one collective costs (rank 0, in-process)."""
+    from comm.watchdog import Watchdog
+    dog = Watchdog(0, 300, lambda code: None)
+    t = time.perf_counter()
+    for _ in range(calls):
+        dog.arm("rs_row", "row0", [0, 1], 1)
+        dog.disarm()
+    dog.close()
+    return (time.perf_counter() - t) / calls * 1e6
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    n = WORLD.size
+    names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    impls = []
+    try:
+        for name in names:
+            impls.append(Plain() if name == "plain" else comm.create(
+                name, args.grid, bucket_mb=args.bucket_mb, wire_dtype=args.wire_dtype,
+                timeout_s=args.timeout_s))
+    except comm.CommError as e:
+        sys.exit(f"error: {e}")
+    grid = next((c.grid for c in impls if hasattr(c, "grid")), (n, 1))
+    rank0 = WORLD.rank == 0
+    wire = args.wire_dtype or "float32"
+    json_file = open(args.json, "w") if (args.json and rank0) else None
+    if rank0:
+        print(f"# comm benchmark: {n} ranks, grid {grid[0]}x{grid[1]}, bucket_mb "
+              f"{args.bucket_mb:g}, wire {wire}, {MPI.Get_library_version().split(',')[0]}, "
+              f"host {platform.node()} ({os.cpu_count()} cpus)")
+        print("# time_us: median over rounds of the slowest rank's mean per call; "
+              "busbw = algbw * 2(n-1)/n; vs_*: time ratio in this run")
+        print(f"# {'message':<9} {'size(B)':>11} {'count':>10} {'type':<8} {'algorithm':<13}"
+              f"{'time_us':>11} {'algbw':>7} {'busbw':>7} {'#wrong':>7} {'vs_native':>10}"
+              f" {'vs_plain':>9}   (GB/s)")
+    resnet_ratio = None
+    for label, shapes in messages(args):
+        arrays = [np.zeros(s, np.float32) for s in shapes]
+        nbytes = sum(a.nbytes for a in arrays)
+        count = nbytes // 4
+        iters = int(min(100, max(1, parse_bytes(args.iter_bytes) // max(nbytes, 1))))
+        times = time_rounds(impls, arrays, iters, args.rounds)
+        median = {k: float(np.median(v)) for k, v in times.items()}
+        for c in impls:
+            wrong = None
+            if args.check:
+                fill_pattern(arrays, WORLD.rank)
+                c.all_reduce(arrays)
+                wrong = count_wrong(arrays, n)
+                for a in arrays:
+                    a[...] = 0
+            t = median[c.algorithm]
+            algbw = nbytes / t / 1e9
+            row = {"ranks": n, "grid": f"{grid[0]}x{grid[1]}", "algorithm": c.algorithm,
+                   "message": label, "arrays": len(arrays), "bytes": nbytes, "count": count,
+                   "type": "float32", "wire_dtype": wire if c.algorithm != "plain" else
+                   "float32", "bucket_mb": args.bucket_mb, "iters": iters,
+                   "rounds": args.rounds, "time_us": t * 1e6,
+                   "time_us_rounds": [x * 1e6 for x in times[c.algorithm]],
+                   "algbw_gbs": algbw, "busbw_gbs": algbw * 2 * (n - 1) / n, "wrong": wrong,
+                   "vs_native": t / median["native"] if "native" in median else None,
+                   "vs_plain": t / median["plain"] if "plain" in median else None,
+                   "host": platform.node()}
+            if rank0:
+                ratio = lambda key: f"{row[key]:.2f}" if row[key] is not None else "-"  # noqa
+                print(f"  {label:<9} {nbytes:>11} {count:>10} {'float32':<8} "
+                      f"{c.algorithm:<13}{row['time_us']:>11.1f} {algbw:>7.3f} "
+                      f"{row['busbw_gbs']:>7.3f} {'n/a' if wrong is None else wrong:>7} "
+                      f"{ratio('vs_native'):>10} {ratio('vs_plain'):>9}", flush=True)
+                if json_file:
+                    json_file.write(json.dumps(row) + "\n")
+        if label == "resnet50" and "torus2d" in times and "plain" in times:
+            resnet_ratio = [a / b for a, b in zip(times["torus2d"], times["plain"])]
+    if rank0:
+        print(f"# watchdog arm+disarm: {watchdog_cost_us():.2f} us per collective call")
+    if rank0 and resnet_ratio:
+        print(f"# resnet50 gradients: torus2d / plain = {float(np.median(resnet_ratio)):.2f} "
+              f"(per round: {', '.join(f'{r:.2f}' for r in resnet_ratio)})")
+    if json_file:
+        json_file.close()
+    for c in impls:
+        if hasattr(c, "close"):
+            c.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
