@@ -10,13 +10,14 @@ NP ?= 4
 GRID ?= 2x2
 BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 # mpirun flags for this kind of machine: more ranks than cores; root in CI containers
-MPIRUN := $(VENV)/bin/mpirun --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
+# --bind-to none: a rank's decoding threads may use any core, not the one it was bound to
+MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
 .PHONY: setup toy-data train report dry-run dry-run-paper test bench bench-comm bench-data clean \
 	help simulate sim-calibrate
 
 help:
-	@echo "make train     set up, write the toy data set, train $(CONFIG) into $(OUT)"
+	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
 	@echo "make test      set up and run the test suite"
 	@echo "make report    tables, plots and report.md of the run in $(OUT), into $(OUT)/report"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
@@ -36,7 +37,8 @@ toy-data: setup
 	  rm -rf $(TOY) && $(PY) -m data.toy_imagenet $(TOY) && touch $(TOY)/.complete; fi
 
 train: toy-data
-	$(PY) train_resnet50.py --config $(CONFIG) --data-dir $(TOY) --output-dir $(OUT) --overwrite
+	$(MPIRUN) -np $(NP) $(PY) train_resnet50.py --config $(CONFIG) --data-dir $(TOY) \
+	  --output-dir $(OUT) --overwrite --set comm.grid=$(GRID)
 
 report: setup
 	@test -f $(OUT)/log.jsonl || { echo "error: no run in $(OUT): run make train first, or make report OUT=RUN_DIR" >&2; exit 1; }

@@ -85,10 +85,18 @@ esac
 
 if [ "$check_only" = 0 ]; then
     [ -d "$data_dir/train" ] || die "no data set at $data_dir (expected $data_dir/train/<class>/...): run make toy-data, or pass --data-dir DIR"
-    # A few quick steps of a narrow ResNet-50 on small crops, whatever the recipe's scale.
+    # A few quick steps of a narrow ResNet-50 on small crops, whatever the recipe's scale, with
+    # a two-stage batch schedule (4, then 8 per rank) so batch-size control is exercised too.
+    # (JSON for the stages: the arguments are split on spaces.)
+    # Stage lengths in epochs of this data set: 4 updates at the small batch, 3 at the large.
+    images=$(find "$data_dir/train" -type f | wc -l)
+    read -r e1 e2 < <(awk -v n="$images" -v b="$((4 * np))" \
+        'BEGIN { printf "%.6f %.6f\n", 4 * b / n, (4 * b + 3 * 2 * b) / n }')
+    stages="[{\"until_epoch\":$e1,\"global_batch\":$((4 * np))},{\"until_epoch\":$e2,\"global_batch\":$((8 * np))}]"
     TRAIN_EXTRA_ARGS="--data-dir $data_dir --set type_config=float --set model.width=0.125 \
 --set model.channel_last=false --set data.image_size=32 --set data.num_threads=1 \
---set train.global_batch=$((4 * np)) --set train.epochs=0.05 --set optim.warmup_epochs=0 \
+--set train.global_batch=null --set batch.stages=$stages --set batch.max_local_batch=null \
+--set train.epochs=$e2 --set optim.warmup_epochs=0 --set checkpoint.every_epochs=$e1 \
 --set train.log_every_steps=1 --set eval.batch_size=25 --set comm.grid=${gpus}x${nodes}"
     if [ "${#extra[@]}" -gt 0 ]; then TRAIN_EXTRA_ARGS="$TRAIN_EXTRA_ARGS ${extra[*]}"; fi
     export TRAIN_EXTRA_ARGS JOB_NODES=$nodes JOB_GPUS_PER_NODE=$gpus

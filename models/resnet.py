@@ -128,6 +128,12 @@ class ResNet:
         with nn.parameter_scope(self.name):
             return nn.get_parameters(grad_only=True)
 
+    def statistics(self):
+        """BN running means and variances: state updated by training, not by the optimizer."""
+        with nn.parameter_scope(self.name):
+            every = nn.get_parameters(grad_only=False)
+        return {k: v for k, v in every.items() if k.rsplit("/", 1)[-1] in ("mean", "var")}
+
 
 def count_parameters(params):
     return sum(int(p.size) for p in params.values())

@@ -15,7 +15,7 @@ TINY = ["--set", "model.width=0.125", "--set", "data.image_size=32",
 
 
 def trainer(*args):
-    return [os.path.join(REPO, "train_resnet50.py"), "--config", "configs/cpu_demo.yaml", *args]
+    return [os.path.join(REPO, "train_resnet50.py"), "--config", "configs/cpu_demo_constant.yaml", *args]
 
 
 def test_four_ranks_end_with_identical_parameters(toy_dir, tmp_path):

@@ -51,6 +51,14 @@ def test_bad_values_name_the_key(override, message):
         load_config(None, [override])
 
 
+def test_exponent_without_a_dot_is_a_float(tmp_path):
+    # YAML 1.1 (PyYAML) reads "1e-4" as a string; for a float key it is meant as a number
+    cfg = load_config(write(tmp_path, "optim:\n  weight_decay: 1e-4\n"), ["optim.base_lr=2e-1"])
+    assert cfg.optim.weight_decay == 1e-4 and cfg.optim.base_lr == 0.2
+    with pytest.raises(ConfigError, match="optim.base_lr must be float"):
+        load_config(None, ["optim.base_lr=fast"])
+
+
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(str(tmp_path / "nope.yaml"))
@@ -65,7 +73,8 @@ def test_resolved_dump_loads_back_to_the_same_config(tmp_path):
     assert yaml.safe_load(dump_yaml(cfg))["model"]["width"] == 0.25
 
 
-@pytest.mark.parametrize("name", ["cpu_demo", "resnet50_imagenet"])
+@pytest.mark.parametrize("name", ["cpu_demo", "cpu_demo_constant", "resnet50_imagenet",
+                                  "paper_224s", "paper_122s", "goyal_8k"])
 def test_shipped_configs_load(name):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     load_config(os.path.join(repo, "configs", f"{name}.yaml"))

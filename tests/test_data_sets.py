@@ -147,7 +147,7 @@ def test_trainer_stops_on_a_broken_image_with_one_line(toy_dir, tmp_path):
     shutil.copytree(toy_dir, root)
     first = sorted(os.listdir(root / "train"))[0]
     broken = write_broken(root / "train" / first)
-    proc = run_trainer("--config", "configs/cpu_demo.yaml", "--data-dir", str(root),
+    proc = run_trainer("--config", "configs/cpu_demo_constant.yaml", "--data-dir", str(root),
                        "--output-dir", str(tmp_path / "run"), "--set", "data.image_size=16",
                        "--set", "train.global_batch=256", "--set", "train.epochs=2")
     assert proc.returncode != 0

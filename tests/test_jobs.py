@@ -6,6 +6,7 @@ the job's hosts (--do-not-launch), and the line it was given is recorded. The ch
 against stand-in qsub/sbatch executables that record their arguments and print job ids the way
 the schedulers do: that tests our script against the schedulers' command-line contract.
 """
+import json
 import os
 import re
 import signal
@@ -410,3 +411,21 @@ def test_renderer_help_mentions_every_system():
     assert r.returncode == 0
     for name in ("abci3", "abci2", "slurm", "local"):
         assert name in r.stdout
+
+
+# --- the same script, run here -----------------------------------------------------------------
+def test_a_rendered_abci3_job_trains_a_few_steps_with_4_ranks_here(tmp_path, toy_dir):
+    """The submitted text, unchanged, on made-up hosts: 2 nodes x 2 ranks as a 2x2 torus."""
+    script, _ = render_ok(tmp_path, "--system", "abci3", "--nodes", "2", "--walltime",
+                          "1:00:00", "--group", "g")
+    out = tmp_path / "tryout"
+    r, calls = try_out(script, "--gpus-per-node", "2", "--data-dir", toy_dir,
+                       "--out", str(out))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    (argv,) = calls
+    assert option(argv, "-np") == "4" and option(argv, "--map-by") == "ppr:2:node"
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert lines[0]["world_size"] == 4 and lines[0]["comm_grid"] == "2x2"
+    assert [r["global_batch"] for r in lines if r["event"] == "stage"] == [16, 32]
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"
+    assert os.listdir(out / "checkpoints")

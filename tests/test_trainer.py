@@ -50,7 +50,7 @@ def read_log(path):
 @pytest.fixture(scope="module")
 def short_run(toy_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("run"))
-    proc = run_trainer("--config", "configs/cpu_demo.yaml", "--data-dir", toy_dir,
+    proc = run_trainer("--config", "configs/cpu_demo_constant.yaml", "--data-dir", toy_dir,
                        "--output-dir", out, "--set", "train.epochs=2", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
@@ -98,7 +98,7 @@ def test_summary_and_resolved_config(short_run):
 
 def test_refuses_to_overwrite_a_previous_run(short_run, toy_dir):
     out, _ = short_run
-    proc = run_trainer("--config", "configs/cpu_demo.yaml", "--data-dir", toy_dir,
+    proc = run_trainer("--config", "configs/cpu_demo_constant.yaml", "--data-dir", toy_dir,
                        "--output-dir", out)
     assert proc.returncode != 0
     assert "already holds a run" in proc.stderr and "--overwrite" in proc.stderr

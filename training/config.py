@@ -106,6 +106,22 @@ class CommConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Checkpoints for resuming (OUTPUT_DIR/checkpoints/step-*.npz); also written at the end
+    and when SIGUSR1/SIGTERM asks the run to stop."""
+    every_steps: int = 0                   # 0: not by steps
+    every_epochs: float = 1.0              # 0: not by epochs
+    keep: int = 3                          # the newest K are kept; 0 keeps all
+
+
+@dataclass
+class LossScaleConfig:
+    """Dynamic loss scaling for type_config: half (training/loss_scaling.py)."""
+    initial: float = 32768.0               # 2**15
+    growth_interval: int = 2000            # double the scale after this many good steps
+
+
+@dataclass
 class Config:
     device: str = "cpu"                    # cpu | gpu (gpu: dry runs only until GPU support)
     type_config: str = "float"             # float | half
@@ -116,6 +132,8 @@ class Config:
     batch: BatchConfig = field(default_factory=BatchConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     comm: CommConfig = field(default_factory=CommConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    loss_scale: LossScaleConfig = field(default_factory=LossScaleConfig)
 
 
 CHOICES = {
@@ -136,7 +154,8 @@ POSITIVE = ("model.depth", "model.width", "data.image_size", "data.num_threads",
             "train.epochs", "train.log_every_steps", "optim.lars_coefficient",
             "optim.base_lr", "eval.every_epochs", "eval.batch_size", "data.val_resize_ratio",
             "data.synthetic_train_size", "data.synthetic_val_size", "data.synthetic_classes",
-            "comm.bucket_mb")
+            "comm.bucket_mb", "loss_scale.initial", "loss_scale.growth_interval")
+NON_NEGATIVE = ("checkpoint.every_steps", "checkpoint.every_epochs", "checkpoint.keep")
 FRACTIONS = ("optim.label_smoothing", "data.min_crop_area", "optim.warmup_start_factor",
              "optim.final_lr_factor", "optim.momentum")
 
@@ -226,6 +245,11 @@ def _coerce(value, hint, key, source):
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:        # YAML 1.1 reads 1e-4 (no dot) as a string; it is meant as a number
+            return float(value)
+        except ValueError:
+            pass
     if hint is typing.Any or isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{source}: {key} must be {getattr(hint, '__name__', hint)}, "
@@ -247,6 +271,9 @@ def validate(cfg):
     for key in POSITIVE:
         if get(cfg, key) <= 0:
             raise ConfigError(f"{key}={get(cfg, key)} must be positive")
+    for key in NON_NEGATIVE:
+        if get(cfg, key) < 0:
+            raise ConfigError(f"{key}={get(cfg, key)} must be 0 (off) or positive")
     for key in FRACTIONS:
         if not 0 <= get(cfg, key) <= 1:
             raise ConfigError(f"{key}={get(cfg, key)} must lie in [0, 1]")

@@ -63,6 +63,10 @@ class Optimizer:
         for s in self.solvers.values():
             s.scale_grad(factor)
 
+    def grads_finite(self):
+        """False if any gradient holds inf or NaN (an FP16 overflow, or divergence)."""
+        return not any(s.check_inf_or_nan_grad() for s in self.solvers.values())
+
     def step(self, lr):
         """Apply weight decay to the (already all-reduced) gradients, then update."""
         if self.weight_decay:

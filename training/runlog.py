@@ -21,7 +21,6 @@ leaves a readable partial log.
 import json
 import math
 import os
-import time
 
 CORE_KEYS = ("event", "epoch", "step", "elapsed_s", "train_loss", "val_top1", "val_top5",
              "global_batch", "lr", "images_per_s")
@@ -36,12 +35,12 @@ def _clean(value):
 
 
 class RunLog:
-    def __init__(self, output_dir, enabled=True, thresholds=(), append=False):
+    def __init__(self, output_dir, enabled=True, thresholds=(), append=False, evals=()):
         self.enabled = enabled
         self.path = os.path.join(output_dir, "log.jsonl")
         self.summary_path = os.path.join(output_dir, "summary.json")
         self.thresholds = sorted(thresholds)
-        self.evals = []          # (epoch, step, elapsed_s, top1, top5)
+        self.evals = [list(e) for e in evals]   # [epoch, step, elapsed_s, top1, top5]
         self._file = None
         if enabled:
             os.makedirs(output_dir, exist_ok=True)
@@ -52,8 +51,8 @@ class RunLog:
         record.update(fields)
         record["event"] = event
         if event == "eval":
-            self.evals.append((record["epoch"], record["step"], record["elapsed_s"],
-                               record["val_top1"], record["val_top5"]))
+            self.evals.append([record["epoch"], record["step"], record["elapsed_s"],
+                               record["val_top1"], record["val_top5"]])
         if self._file:
             self._file.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
             self._file.flush()
@@ -91,11 +90,28 @@ class RunLog:
             self._file = None
 
 
-class Stopwatch:
-    """Training wall time; ``offset`` carries the time of earlier segments over a resume."""
+def truncate_log(path, step):
+    """Keep the lines of ``path`` written up to update ``step`` (a resume redoes the rest).
 
-    def __init__(self, offset=0.0):
-        self.start = time.perf_counter() - offset
-
-    def elapsed(self):
-        return time.perf_counter() - self.start
+    A line cut short by a killed process (not valid JSON) is dropped too. Returns the number
+    of lines removed. Written to a temporary file and renamed, like every output.
+    """
+    if not os.path.exists(path):
+        return 0
+    kept, dropped = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                dropped += 1
+                continue
+            if record.get("step") is not None and record["step"] > step:
+                dropped += 1
+                continue
+            kept.append(json.dumps(record) + "\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+    return dropped

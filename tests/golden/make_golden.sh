@@ -8,7 +8,7 @@ PY=${PY:-.venv/bin/python}
 TOY=$(mktemp -d)
 trap 'rm -rf "$TOY"' EXIT
 $PY -m data.toy_imagenet "$TOY" --classes 10 --train-per-class 24 --val-per-class 8 --size 32
-COMMON=(--config configs/cpu_demo.yaml --data-dir "$TOY" --overwrite
+COMMON=(--config configs/cpu_demo_constant.yaml --data-dir "$TOY" --overwrite
         --set train.epochs=6 --set model.width=0.125 --set data.image_size=32
         --set data.min_crop_area=0.35 --set optim.base_lr=0.8 --set optim.warmup_epochs=0.5
         --set eval.batch_size=20 --set train.log_every_steps=5

@@ -1,0 +1,43 @@
+"""What `train_resnet50.py --dry-run` prints: the whole plan of a run, checked, without training.
+
+A cluster recipe can be validated on a laptop (`--world-size 2176 --local-size 4`): the model
+is built at full size and counted, the batch schedule resolved for that many ranks, and the
+data listed when a directory is given.
+"""
+IMAGENET_TRAIN_IMAGES = 1281167
+
+
+def print_plan(cfg, schedule, n_params, listing, world_size, local_size):
+    m, o = cfg.model, cfg.optim
+    print(f"model      ResNet-{m.depth} v1.5, width {m.width:g}, "
+          f"{'small' if m.small_stem else 'ImageNet'} stem, {m.num_classes} classes, "
+          f"{n_params:,} parameters")
+    print(f"input      {cfg.data.image_size}px, backend {cfg.data.backend}, "
+          f"{'NHWC' if m.channel_last else 'NCHW'}, {cfg.type_config}, device {cfg.device}")
+    if listing is None:
+        print("data       no --data-dir: listing skipped; step counts assume ImageNet-1k "
+              f"({IMAGENET_TRAIN_IMAGES:,} training images)")
+    else:
+        train, val = listing
+        excluded = train.excluded + val.excluded
+        print(f"data       {len(train):,} training / {len(val):,} validation images, "
+              f"{len(train.classes)} classes, in {cfg.data.dir or train.root}"
+              + (f" ({excluded} excluded)" if excluded else ""))
+    nodes = f" = {world_size // local_size:,} nodes x {local_size}" if local_size else ""
+    print(f"ranks      {world_size:,}{nodes}; batch mode {cfg.batch.mode}"
+          + (f", max {cfg.batch.max_local_batch} per rank" if cfg.batch.max_local_batch else ""))
+    print(f"comm       {cfg.comm.algorithm}, grid {cfg.comm.grid}, buckets of "
+          f"{cfg.comm.bucket_mb:g} MB" + (f", {cfg.comm.wire_dtype} on the wire"
+                                          if cfg.comm.wire_dtype else ""))
+    print(f"lr         {o.base_lr:g} per 256 samples, {o.lr_scaling} in the "
+          f"{'current stage' if cfg.batch.lr_batch == 'stage' else 'first stage'}'s global "
+          f"batch; warm-up {o.warmup_epochs:g} epochs from {o.warmup_start_factor:g} x peak; "
+          f"{o.decay} decay to {cfg.train.epochs:g} epochs")
+    print(f"optimizer  {o.optimizer}, weight decay not on BN/bias"
+          + (f", LARS coefficient {o.lars_coefficient:g}" if o.optimizer == "lars" else ""))
+    c = cfg.checkpoint
+    every = [f"{c.every_steps} steps" if c.every_steps else "",
+             f"{c.every_epochs:g} epochs" if c.every_epochs else ""]
+    print(f"checkpoint every {' and '.join(e for e in every if e) or 'never'}, at the end and "
+          f"on SIGUSR1/SIGTERM; newest {c.keep or 'all'} kept")
+    print(schedule.table())

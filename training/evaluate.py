@@ -1,0 +1,33 @@
+"""Validation over the whole validation set, each image counted once across ranks."""
+import numpy as np
+
+from .objective import topk_correct
+
+
+def average_bn_statistics(comm, statistics):
+    """Make every rank's BN running statistics the mean over ranks.
+
+    Each rank's running mean/var follow its own batches, so ranks drift apart; averaging them
+    before evaluating and checkpointing (as timm's ``--dist-bn reduce``) evaluates one model
+    on every rank and stores statistics that represent all the data.
+    """
+    if comm.size > 1:
+        comm.all_reduce([v.d for v in statistics.values()], average=True)
+
+
+def evaluate(val_graph, loader, comm):
+    """(top-1, top-5, loss) over the validation set; padding rows never count."""
+    totals = np.zeros(4, np.float64)  # top-1 hits, top-5 hits, loss sum, images
+    for images, labels, valid in loader:
+        val_graph.image.d = images
+        val_graph.logits.forward(clear_buffer=True)
+        logits = val_graph.logits.d[:valid].astype(np.float64)
+        labels = labels[:valid]
+        top1, top5 = topk_correct(logits, labels)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_z = np.log(np.exp(shifted).sum(axis=1))
+        loss = (log_z - np.take_along_axis(shifted, labels.astype(np.int64), 1)[:, 0]).sum()
+        totals += (top1, top5, loss, valid)
+    comm.all_reduce([totals])
+    count = max(totals[3], 1.0)
+    return totals[0] / count, totals[1] / count, totals[2] / count
