@@ -168,7 +168,8 @@ class BatchPlan:
                                        micro, where)
             if mode == "accumulate" and micro is None:
                 micro = local
-            boundary = Fraction(spec["until_epoch"]) * epoch_length     # exact, in samples
+            # exact, in samples; str(): 0.2 means 1/5, not the binary float just above it
+            boundary = Fraction(str(spec["until_epoch"])) * epoch_length
             steps = max(0, math.ceil((boundary - sample) / spec["global_batch"]))
             if steps == 0:
                 raise ScheduleError(

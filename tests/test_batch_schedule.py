@@ -221,3 +221,9 @@ def test_schedule_needs_no_nnabla_config_object():
                               step_milestones=[], step_gamma=0.1, final_lr_factor=0.0))
     s = TrainingSchedule.from_config(cfg, 640, 4)
     assert s.total_steps == 20 and s.lr_at_step(5) == pytest.approx(0.025)
+
+
+def test_decimal_epochs_are_exact_not_binary_floats():
+    # 0.2 * 240 is 48 samples = 3 steps of 16, not 4 (the float 0.2 is slightly above 1/5)
+    plan = BatchPlan([{"until_epoch": 0.2, "global_batch": 16}], 0.2, 240, 1)
+    assert plan.total_steps == 3 and plan.total_samples == 48
