@@ -14,7 +14,7 @@ BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
 .PHONY: setup toy-data train report dry-run dry-run-paper test bench bench-comm bench-data clean \
-	help simulate sim-calibrate
+	help simulate sim-calibrate gpu-selfcheck
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
@@ -27,6 +27,7 @@ help:
 	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png"
 	@echo "make sim-calibrate  fit the model's alpha/beta on this machine's MPI (SIM_JSON=bench lines)"
 	@echo "make bench     run every benchmark (bench-comm, bench-data)"
+	@echo "make gpu-selfcheck  on a GPU machine: does the GPU path work here? (a verdict per item)"
 	@echo "make bench-comm  all-reduce algorithms on NP=$(NP) ranks, grid GRID=$(GRID)"
 
 setup:
@@ -73,6 +74,10 @@ sim-calibrate: setup
 	  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $(VENV)/bin/mpirun --oversubscribe \
 	    -np $$n $(PY) tools/sim_mpi_probe.py --out $(SIM_JSON) || exit 1; done; fi
 	$(PY) -m tools.simulate fit $(SIM_JSON) --fit-algorithm ring --fit-ranks 4
+
+# GPU owners: a few minutes of real GPU work, a verdict per item (README "GPU").
+gpu-selfcheck: setup
+	bash tools/gpu_selfcheck.sh
 
 bench-data: toy-data
 	$(PY) tools/bench_data.py --toy-dir $(TOY)

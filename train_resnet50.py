@@ -23,9 +23,8 @@ from types import SimpleNamespace  # noqa: E402
 
 import numpy as np  # noqa: E402
 import nnabla as nn  # noqa: E402
-from nnabla.ext_utils import get_extension_context  # noqa: E402
 
-from comm import CommError, create as create_communicator  # noqa: E402
+from comm import CommError, create as create_communicator, launched_by_mpi  # noqa: E402
 from data.build import build_loaders, list_data  # noqa: E402
 from data.imagefolder import DataError  # noqa: E402
 from data.sampler import padded_epoch_length  # noqa: E402
@@ -34,7 +33,8 @@ from schedules.batch import ScheduleError  # noqa: E402
 from schedules.schedule import TrainingSchedule  # noqa: E402
 from training import loss_scaling, run_state  # noqa: E402
 from training.config import ConfigError, dump_yaml, load_config, to_dict  # noqa: E402
-from training.dry_run import IMAGENET_TRAIN_IMAGES, print_plan  # noqa: E402
+from training.device import Exchange, check_gpu_stack, contexts  # noqa: E402
+from training.dry_run import IMAGENET_TRAIN_IMAGES, print_gpu_plan, print_plan  # noqa: E402
 from training.evaluate import average_bn_statistics, evaluate  # noqa: E402
 from training.finish import finish_run  # noqa: E402
 from training.graphs import TrainGraphs, build_val_graph  # noqa: E402
@@ -111,9 +111,6 @@ def check_and_plan(args, cfg, comm, output_dir, say):
     if not args.dry_run and (args.world_size or args.local_size or args.plot_schedule):
         fail("--world-size, --local-size and --plot-schedule plan a run: add --dry-run "
              "(a real run takes its ranks from mpirun)")
-    if not args.dry_run and cfg.device == "gpu":
-        fail("device=gpu: the trainer does not run on GPUs yet (issue 10); check a GPU recipe "
-             "with --dry-run, or train on the CPU with --set device=cpu")
     if args.dry_run and args.resume:
         fail("--resume continues a run; a dry run trains nothing: drop one of them")
     listing = None
@@ -178,23 +175,35 @@ def main(argv=None):
         cfg.data.dir = args.data_dir
     recipe = os.path.splitext(os.path.basename(args.config or "default"))[0]
     output_dir = args.output_dir or os.path.join("runs", recipe)
-    try:    # one process: a local communicator; under mpirun: cfg.comm's algorithm and grid
+    gpu = cfg.device == "gpu" and not args.dry_run   # a dry run plans on any machine
+    if gpu:     # each missing piece of the GPU stack is one line, before any work
+        problems = check_gpu_stack(multi_rank=launched_by_mpi())
+        if problems:
+            sys.exit("\n".join(f"error: {p}" for p in problems))
+    # One process: a local communicator. Under mpirun: cfg.comm's algorithm and grid, on MPI
+    # (CPU, numpy) or on nnabla's NCCL communicator (GPU, NdArrays); NCCL picks the device.
+    ctx, float_ctx = contexts("gpu" if gpu else "cpu", cfg.type_config)
+    try:
         comm = create_communicator(cfg.comm.algorithm, cfg.comm.grid,
+                                   backend="nccl" if gpu and launched_by_mpi() else "mpi",
                                    bucket_mb=cfg.comm.bucket_mb, wire_dtype=cfg.comm.wire_dtype,
-                                   timeout_s=cfg.comm.timeout_s)
+                                   timeout_s=cfg.comm.timeout_s,
+                                   **({"ctx": ctx} if gpu and launched_by_mpi() else {}))
     except CommError as e:
         fail(str(e))
+    if gpu:     # the rank's GPU: its local rank on the node, as nnabla-examples does
+        ctx, float_ctx = contexts("gpu", cfg.type_config, comm.local_rank)
     rank0 = comm.rank == 0
     say = print if rank0 else (lambda *a, **k: None)
 
     listing, schedule, world_size, resume = check_and_plan(args, cfg, comm, output_dir, say)
 
     # --- model, graphs (one per per-rank batch size, all sharing the weights), optimizer ---
-    nn.set_default_context(get_extension_context("cpu", type_config=cfg.type_config))
+    nn.set_default_context(ctx)      # a dry run builds the graph on the CPU, computes nothing
     model = ResNet(cfg.model.depth, cfg.model.num_classes, cfg.model.width, cfg.model.small_stem,
                    cfg.model.zero_init_last_bn, cfg.model.channel_last,
                    rng=np.random.RandomState(cfg.train.seed))
-    graphs = TrainGraphs(cfg, model, schedule)
+    graphs = TrainGraphs(cfg, model, schedule, loss_ctx=float_ctx)   # the loss in float
     graphs.for_stage(schedule.stage(0))
     val_net = build_val_graph(cfg, model)
     params, statistics = model.parameters(), model.statistics()
@@ -202,6 +211,8 @@ def main(argv=None):
 
     if args.dry_run:
         print_plan(cfg, schedule, n_params, listing, world_size, args.local_size)
+        if cfg.device == "gpu":
+            print_gpu_plan(cfg, schedule, world_size, args.local_size)
         if args.plot_schedule:
             from tools.plot_schedule import plot_schedule
             plot_schedule(schedule, args.plot_schedule, title=f"{recipe}: {world_size:,} ranks")
@@ -211,6 +222,7 @@ def main(argv=None):
     optimizer = Optimizer(params, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.optimizer,
                           cfg.optim.lars_coefficient, cfg.optim.lars_eps)
     all_params = {**params, **statistics}
+    exchange = Exchange(comm, params)
     half = cfg.type_config == "half"
     scale = loss_scaling.LossScale(cfg.loss_scale.initial) if half else None
 
@@ -232,7 +244,7 @@ def main(argv=None):
             if changed:
                 say(f"resume: warning: settings changed since the checkpoint: {', '.join(changed)}")
     else:
-        comm.bcast([p.d for p in all_params.values()], root=0)  # every rank starts alike
+        comm.bcast(exchange.arrays(all_params.values(), grad=False), root=0)  # all start alike
 
     train_set, val_set = listing
     loader, val_loader = build_loaders(
@@ -263,7 +275,7 @@ def main(argv=None):
 
     def save_checkpoint():
         """Every rank takes part (BN statistics are averaged first); rank 0 writes."""
-        average_bn_statistics(comm, statistics)
+        average_bn_statistics(comm, exchange.arrays(statistics.values(), grad=False))
         if rank0:
             run_state.save(output_dir, step, all_params, optimizer,
                            run_state.make_meta(cfg, comm.size, loader.state(), meters, log.evals,
@@ -271,7 +283,6 @@ def main(argv=None):
 
     stop = StopRequest()
     progress = Progress(schedule.total_steps, initial_step=step, enabled=rank0)
-    control = np.zeros(2, np.float32)      # [this rank's loss, 1 if it was asked to stop]
     stage, status, lr = None, "completed", schedule.lr_at_step(step)
 
     # --- the loop: one update per iteration ----------------------------------------------
@@ -296,24 +307,27 @@ def main(argv=None):
         # One update = `accumulation` forward/backward passes; gradients add up in place.
         optimizer.zero_grad()
         local_loss = 0.0
+        overlap = exchange.backward_callback(stage.accumulation)   # native NCCL only
         for _ in range(stage.accumulation):
             with meters.timing("data"):
                 try:
-                    images, labels = loader.next_batch(stage.local_batch)
+                    if cfg.data.device == "gpu":     # DALI writes into the arrays on the GPU
+                        loader.next_batch_into(train_net.image.data, train_net.label.data,
+                                               stage.local_batch, ctx)
+                    else:
+                        train_net.image.d, train_net.label.d = loader.next_batch(
+                            stage.local_batch)
                 except DataError as e:   # a broken image: one line naming it and the fix
                     fail(str(e), comm)
-            train_net.image.d, train_net.label.d = images, labels
             train_net.loss.forward(clear_no_need_grad=True)
-            train_net.loss.backward(scale.scale if half else 1.0, clear_buffer=True)
+            train_net.loss.backward(scale.scale if half else 1.0, clear_buffer=True,
+                                    communicator_callbacks=overlap)
             local_loss += float(train_net.loss.d) / stage.accumulation
 
         # One collective carries the gradients, every rank's loss and any stop request, so
-        # all ranks see the same mean loss and stop after the same step. The gradient views
-        # are fetched after backward: nnabla may give gradients new buffers after zero_grad.
-        control[:] = (local_loss, float(stop.requested))
+        # all ranks see the same mean loss and stop after the same step.
         with meters.timing("allreduce"):
-            comm.all_reduce([p.g for p in params.values()] + [control], average=True)
-        loss, stop_now = float(control[0]), bool(control[1] > 0)
+            loss, stop_now = exchange(local_loss, stop.requested, grads_done=overlap is not None)
         finite = math.isfinite(loss) and optimizer.grads_finite()
         if half:     # FP16: an overflow skips the update and lowers the scale
             grad_scale = scale.scale
@@ -353,7 +367,7 @@ def main(argv=None):
                       **meters.epoch_fields())
         if crossed(epoch_before, epoch_now, cfg.eval.every_epochs) or last:
             with meters.timing("eval"):
-                average_bn_statistics(comm, statistics)
+                average_bn_statistics(comm, exchange.arrays(statistics.values(), grad=False))
                 try:
                     top1, top5, val_loss = evaluate(val_net, val_loader, comm)
                 except DataError as e:

@@ -60,6 +60,9 @@ def parse_args(argv):
     p.add_argument("--iter-bytes", default="256M",
                    help="iterations per round = this / message size, in [1, 100]")
     p.add_argument("--check", action="store_true", help="validate results (#wrong)")
+    p.add_argument("--backend", choices=["mpi", "nccl"], default="mpi",
+                   help="nccl: nnabla-ext-cuda's communicator on each rank's GPU (local rank), "
+                        "on NdArrays; NOT VERIFIED ON A GPU by this project (default mpi)")
     p.add_argument("--json", help="also write one JSON object per row to this file (rank 0)")
     return p.parse_args(argv)
 
@@ -111,13 +114,50 @@ def messages(args):
     return out
 
 
+class Device:
+    """Where the benchmark's arrays live: numpy on the host (mpi) or nnabla NdArrays on this
+    rank's GPU (nccl, whose collectives are asynchronous: ``sync`` waits for them)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.ctx = None
+        if backend == "nccl":
+            import nnabla as nn
+            from nnabla.ext_utils import get_extension_context
+            from training.device import check_gpu_stack
+            problems = check_gpu_stack(multi_rank=True)
+            if problems:
+                sys.exit("\n".join(f"error: {p}" for p in problems))
+            self.device_id = os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", "0")
+            self.ctx = get_extension_context("cudnn", device_id=self.device_id)
+            nn.set_default_context(self.ctx)
+
+    def zeros(self, shapes):
+        if self.backend == "mpi":
+            return [np.zeros(s, np.float32) for s in shapes]
+        import nnabla as nn
+        arrays = [nn.NdArray(s) for s in shapes]
+        for a in arrays:
+            a.zero()
+        return arrays
+
+    def sync(self):
+        if self.backend == "nccl":
+            import nnabla_ext.cuda
+            nnabla_ext.cuda.synchronize(device_id=self.device_id)
+
+
 def fill_pattern(arrays, rank):
     """Rank r holds (r+1)*(i%13+1) at flat index i: every partial sum is a small integer,
     exact in float16 too, so any wrong element is a bug, not rounding."""
     start = 0
     for a in arrays:
         idx = np.arange(start, start + a.size)
-        a.reshape(-1)[...] = (rank + 1) * (idx % 13 + 1)
+        values = ((rank + 1) * (idx % 13 + 1)).astype(np.float32).reshape(a.shape)
+        if isinstance(a, np.ndarray):
+            a[...] = values
+        else:
+            a.data = values
         start += a.size
 
 
@@ -125,22 +165,25 @@ def count_wrong(arrays, n):
     start, wrong = 0, 0
     for a in arrays:
         idx = np.arange(start, start + a.size)
-        wrong += int(np.count_nonzero(a.reshape(-1) != n * (n + 1) // 2 * (idx % 13 + 1)))
+        host = a if isinstance(a, np.ndarray) else a.data
+        wrong += int(np.count_nonzero(host.reshape(-1) != n * (n + 1) // 2 * (idx % 13 + 1)))
         start += a.size
     return WORLD.allreduce(wrong, op=MPI.SUM)
 
 
-def time_rounds(impls, arrays, iters, rounds):
+def time_rounds(impls, arrays, iters, rounds, device):
     """{algorithm: [seconds per call in each round]}; algorithms take turns each round."""
     times = {c.algorithm: [] for c in impls}
     for c in impls:                    # warm-up: buffers, layout check, page faults
         c.all_reduce(arrays)
+    device.sync()
     for _ in range(rounds):
         for c in impls:
             WORLD.Barrier()
             t = time.perf_counter()
             for _ in range(iters):
                 c.all_reduce(arrays)
+            device.sync()
             mean = (time.perf_counter() - t) / iters
             times[c.algorithm].append(WORLD.allreduce(mean, op=MPI.MAX))
     return times
@@ -162,12 +205,16 @@ def main(argv=None):
     args = parse_args(argv)
     n = WORLD.size
     names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    if args.backend == "nccl":     # plain is MPI's reference; ring needs point-to-point calls
+        names = [a for a in names if a not in ("plain", "ring")]
+    device = Device(args.backend)
     impls = []
     try:
         for name in names:
             impls.append(Plain() if name == "plain" else comm.create(
-                name, args.grid, bucket_mb=args.bucket_mb, wire_dtype=args.wire_dtype,
-                timeout_s=args.timeout_s))
+                name, args.grid, backend=args.backend, bucket_mb=args.bucket_mb,
+                wire_dtype=args.wire_dtype, timeout_s=args.timeout_s,
+                **({"ctx": device.ctx} if device.ctx else {})))
     except comm.CommError as e:
         sys.exit(f"error: {e}")
     grid = next((c.grid for c in impls if hasattr(c, "grid")), (n, 1))
@@ -185,11 +232,11 @@ def main(argv=None):
               f" {'vs_plain':>9}   (GB/s)")
     resnet_ratio = None
     for label, shapes in messages(args):
-        arrays = [np.zeros(s, np.float32) for s in shapes]
-        nbytes = sum(a.nbytes for a in arrays)
+        arrays = device.zeros(shapes)
+        nbytes = 4 * sum(int(np.prod(s)) for s in shapes)
         count = nbytes // 4
         iters = int(min(100, max(1, parse_bytes(args.iter_bytes) // max(nbytes, 1))))
-        times = time_rounds(impls, arrays, iters, args.rounds)
+        times = time_rounds(impls, arrays, iters, args.rounds, device)
         median = {k: float(np.median(v)) for k, v in times.items()}
         for c in impls:
             wrong = None
@@ -198,7 +245,10 @@ def main(argv=None):
                 c.all_reduce(arrays)
                 wrong = count_wrong(arrays, n)
                 for a in arrays:
-                    a[...] = 0
+                    if isinstance(a, np.ndarray):
+                        a[...] = 0
+                    else:
+                        a.zero()
             t = median[c.algorithm]
             algbw = nbytes / t / 1e9
             row = {"ranks": n, "grid": f"{grid[0]}x{grid[1]}", "algorithm": c.algorithm,

@@ -73,6 +73,32 @@ def loader_rate(cls, listing, image_size, min_area, batch, images, threads, repe
     return statistics.median(rates), statistics.median(cores)
 
 
+def gpu_loader_rate(listing, image_size, min_area, batch, images, threads, repeats):
+    """images/s of DALI with mixed (nvJPEG) decoding on GPU 0, written into nnabla arrays on
+    the GPU as the trainer does (data.device: gpu). NOT VERIFIED ON A GPU by this project."""
+    import nnabla as nn
+    from training.device import check_gpu_stack, contexts
+    problems = check_gpu_stack(multi_rank=False)
+    if problems:
+        sys.exit("\n".join(f"error: {p}" for p in problems))
+    import nnabla_ext.cuda
+    ctx, _ = contexts("gpu", "float", 0)
+    nn.set_default_context(ctx)
+    loader = DaliTrainLoader(listing, image_size, seed=0, num_threads=threads,
+                             min_crop_area=min_area, device="gpu", device_id=0)
+    image, label = nn.NdArray((batch, 3, image_size, image_size)), nn.NdArray((batch, 1))
+    loader.next_batch_into(image, label, batch, ctx)          # warm-up
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(images // batch):
+            loader.next_batch_into(image, label, batch, ctx)
+        nnabla_ext.cuda.synchronize(device_id="0")
+        rates.append(images // batch * batch / (time.perf_counter() - t))
+    loader.close()
+    return statistics.median(rates)
+
+
 def throughput_table(sets, args):
     rows = ["| data set | crop | loader | threads | images/s | CPU cores busy | vs Pillow |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -85,7 +111,12 @@ def throughput_table(sets, args):
         for loader, (rate, cores) in rates.items():
             rows.append(f"| {name} | {size} px | {loader} | {args.threads} | {rate:,.0f} | "
                         f"{cores:.2f} | {rate / rates['pillow'][0]:.2f}x |")
-        print("\n".join(rows[-2:]), flush=True)
+        if args.gpu:
+            rate = gpu_loader_rate(train, size, min_area, args.batch, images, args.threads,
+                                   args.repeats)
+            rows.append(f"| {name} | {size} px | dali-gpu (mixed) | {args.threads} | "
+                        f"{rate:,.0f} | n/a | {rate / rates['pillow'][0]:.2f}x |")
+        print("\n".join(rows[-(3 if args.gpu else 2):]), flush=True)
     return rows
 
 
@@ -122,8 +153,15 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--train-epochs", type=float, default=2.0)
     p.add_argument("--skip-train", action="store_true", help="loader throughput only")
+    p.add_argument("--gpu", action="store_true",
+                   help="also DALI with GPU (mixed) decoding on GPU 0 (not verified on a GPU)")
     args = p.parse_args(argv)
 
+    if args.gpu:     # say what is missing before minutes of CPU measurements
+        from training.device import check_gpu_stack
+        problems = check_gpu_stack(multi_rank=False)
+        if problems:
+            sys.exit("\n".join(f"error: {p}" for p in problems))
     toy = ensure_toy(args.toy_dir)
     large = ensure_imagenet_like(args.large_dir)
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} at start", flush=True)

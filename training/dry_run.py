@@ -36,8 +36,50 @@ def print_plan(cfg, schedule, n_params, listing, world_size, local_size):
     print(f"optimizer  {o.optimizer}, weight decay not on BN/bias"
           + (f", LARS coefficient {o.lars_coefficient:g}" if o.optimizer == "lars" else ""))
     c = cfg.checkpoint
-    every = [f"{c.every_steps} steps" if c.every_steps else "",
-             f"{c.every_epochs:g} epochs" if c.every_epochs else ""]
-    print(f"checkpoint every {' and '.join(e for e in every if e) or 'never'}, at the end and "
-          f"on SIGUSR1/SIGTERM; newest {c.keep or 'all'} kept")
+    every = " and ".join(e for e in (f"{c.every_steps} steps" if c.every_steps else "",
+                                     f"{c.every_epochs:g} epochs" if c.every_epochs else "") if e)
+    print(f"checkpoint {'every ' + every + ', ' if every else ''}at the end and on "
+          f"SIGUSR1/SIGTERM; newest {c.keep or 'all'} kept")
     print(schedule.table())
+
+
+def print_gpu_plan(cfg, schedule, world_size, local_size):
+    """What a GPU run would do on each rank: contexts, precision, loss scaling, NCCL groups."""
+    from comm import plan as comm_plan
+    half = cfg.type_config == "half"
+    local = local_size or min(world_size, 8)
+    print(f"gpu        context cudnn, type_config {cfg.type_config} "
+          f"({'FP16 forward/backward, ' if half else ''}loss in float); device_id = local rank "
+          f"0..{local - 1} on each node")
+    if half:
+        print(f"           dynamic loss scaling from {cfg.loss_scale.initial:g}: an overflow "
+              f"skips the update and halves it, {cfg.loss_scale.growth_interval} good steps "
+              "double it")
+    per_gpu = ", ".join(f"{r['local_batch']} x {r['accumulation']}" for r in schedule.rows())
+    data = {"dali": "DALI " + ("mixed decoding on the GPU" if cfg.data.device == "gpu"
+                               else "on the CPU"), "pil": "Pillow on the CPU",
+            "synthetic": "synthetic"}[cfg.data.backend]
+    print(f"           per-GPU batch by stage: {per_gpu}; data: {data}")
+    if world_size == 1:
+        print("           one GPU: no communicator")
+        return
+    algorithm = cfg.comm.algorithm
+    if algorithm == "native":
+        print("nccl       native: nnabla's all_reduce_callback overlaps the all-reduce with "
+              "backward (one micro-batch per update), else one all_reduce after it")
+        return
+    shape = comm_plan.parse_grid(cfg.comm.grid) or (local, world_size // local)
+    try:
+        grid = comm_plan.Grid.from_shape(*shape, world_size, spec=cfg.comm.grid)
+    except comm_plan.CommError as e:
+        print(f"nccl       {e}")
+        return
+    groups = list(grid.groups())
+    print(f"nccl       {algorithm} on grid {shape[0]}x{shape[1]}: every rank calls "
+          f"new_group for all {len(groups)} groups in this order")
+    for name, ranks in groups[:3] + ([("...", [])] if len(groups) > 6 else []) + groups[-3:]:
+        if name == "...":
+            print("           ...")
+            continue
+        shown = ranks if len(ranks) <= 8 else ranks[:4] + ["..."] + ranks[-2:]
+        print(f"           {name}: ranks {', '.join(map(str, shown))}")

@@ -4,15 +4,16 @@ import numpy as np
 from .objective import topk_correct
 
 
-def average_bn_statistics(comm, statistics):
-    """Make every rank's BN running statistics the mean over ranks.
+def average_bn_statistics(comm, arrays):
+    """Make every rank's BN running statistics (``arrays``: their values, as the
+    communicator takes them) the mean over ranks.
 
     Each rank's running mean/var follow its own batches, so ranks drift apart; averaging them
     before evaluating and checkpointing (as timm's ``--dist-bn reduce``) evaluates one model
     on every rank and stores statistics that represent all the data.
     """
     if comm.size > 1:
-        comm.all_reduce([v.d for v in statistics.values()], average=True)
+        comm.all_reduce(arrays, average=True)
 
 
 def evaluate(val_graph, loader, comm):

@@ -12,11 +12,13 @@ def input_shape(cfg):
     return (size, size, 3) if cfg.model.channel_last else (3, size, size)
 
 
-def build_train_graph(cfg, model, local_batch, label_smoothing):
+def build_train_graph(cfg, model, local_batch, label_smoothing, loss_ctx=None):
+    """``loss_ctx``: the context of the loss (float even when the model runs in half)."""
     train = SimpleNamespace(image=nn.Variable((local_batch,) + input_shape(cfg)),
                             label=nn.Variable((local_batch, 1)))
-    train.loss = classification_loss(model(train.image, train=True), train.label,
-                                     label_smoothing)
+    logits = model(train.image, train=True)
+    with nn.context_scope(loss_ctx or nn.get_current_context()):
+        train.loss = classification_loss(logits, train.label, label_smoothing)
     return train
 
 
@@ -29,12 +31,12 @@ def build_val_graph(cfg, model):
 class TrainGraphs:
     """Training graphs by (per-rank batch, label smoothing), built on first use."""
 
-    def __init__(self, cfg, model, schedule):
-        self.cfg, self.model, self.schedule = cfg, model, schedule
+    def __init__(self, cfg, model, schedule, loss_ctx=None):
+        self.cfg, self.model, self.schedule, self.loss_ctx = cfg, model, schedule, loss_ctx
         self._graphs = {}
 
     def for_stage(self, stage):
         key = (stage.local_batch, self.schedule.hyper(stage)["label_smoothing"])
         if key not in self._graphs:
-            self._graphs[key] = build_train_graph(self.cfg, self.model, *key)
+            self._graphs[key] = build_train_graph(self.cfg, self.model, *key, self.loss_ctx)
         return self._graphs[key]

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# GPU self-check (`make gpu-selfcheck`): for someone with 1 or more NVIDIA GPUs, a few minutes
+# of real work that says, item by item, whether this toolkit's GPU path works on the machine.
+# This project has no GPU: the GPU path has never run here, so this script is how it gets
+# verified. Please send its output (and WORK_DIR's logs) with any report.
+#
+#   GPU=1 make setup && source .venv/bin/gpu_env.sh && make gpu-selfcheck
+#   bash tools/gpu_selfcheck.sh [WORK_DIR]      (default: runs/gpu_selfcheck)
+#
+# Items (PASS / FAIL / SKIP, one line each; exit status 1 if any FAIL):
+#   stack      nnabla-ext-cuda, cuDNN 8, NCCL, Open MPI's libmpi.so, visible GPUs
+#   float      ResNet-50 (full size, 224 px, synthetic data) trains a few steps on GPU 0
+#   half       the same in FP16 with dynamic loss scaling; few updates skipped
+#   nccl       torus2d and native all-reduce of ResNet-50's gradients on all local GPUs
+#              (tools/bench_comm.py --backend nccl --check): no wrong element; time ratio
+#   dali-gpu   DALI with GPU (mixed) decoding into nnabla arrays: images/s
+#   sync       a short training on all local GPUs: every rank ends with identical parameters
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+WORK=${1:-runs/gpu_selfcheck}
+PY=${PY:-.venv/bin/python}
+MPIRUN=${MPIRUN:-$(dirname "$PY")/mpirun}
+[ -x "$MPIRUN" ] || MPIRUN=$(command -v mpirun || echo mpirun)
+ROOT_FLAG=(); [ "$(id -u)" = 0 ] && ROOT_FLAG=(--allow-run-as-root)
+mkdir -p "$WORK"
+FAILED=0
+verdict() {   # verdict PASS|FAIL|SKIP item details
+    printf '%-5s %-9s %s\n' "$1" "$2" "$3"
+    [ "$1" = FAIL ] && FAILED=1
+    return 0
+}
+summary_field() {   # summary_field RUN_DIR KEY
+    "$PY" -c "import json,sys; print(json.load(open(sys.argv[1] + '/summary.json')).get(sys.argv[2]))" "$1" "$2" 2>/dev/null
+}
+
+echo "gpu-selfcheck: logs in $WORK"
+# --- stack ------------------------------------------------------------------------------------
+# One GPU needs nnabla-ext-cuda and cuDNN 8; several also need NCCL and Open MPI's libmpi.so.
+if ! "$PY" - >"$WORK/stack.txt" 2>&1 <<'EOF'
+import sys
+from training.device import check_gpu_stack, device_count
+problems = check_gpu_stack(multi_rank=False)
+for p in problems:
+    print(p)
+if problems:
+    sys.exit(1)
+gpus = device_count()
+for p in check_gpu_stack(multi_rank=True) if gpus > 1 else []:
+    print(p)
+print(gpus)
+EOF
+then
+    verdict FAIL stack "$(head -1 "$WORK/stack.txt") (all: $WORK/stack.txt)"
+    cat "$WORK/stack.txt"
+    exit 1
+fi
+GPUS=$(tail -1 "$WORK/stack.txt")
+if [ "${GPUS:-0}" -lt 1 ]; then verdict FAIL stack "no CUDA device visible"; exit 1; fi
+if [ "$(wc -l <"$WORK/stack.txt")" -gt 1 ]; then     # multi-GPU pieces missing
+    verdict FAIL stack "$GPUS GPUs, but: $(head -1 "$WORK/stack.txt") (all: $WORK/stack.txt)"
+    GPUS=1     # the single-GPU items can still run
+else
+    verdict PASS stack "nnabla-ext-cuda, cuDNN 8$([ "$GPUS" -gt 1 ] && echo ", NCCL, libmpi.so"); $GPUS GPU(s)"
+fi
+
+# --- single-GPU training, float and half --------------------------------------------------------
+SYNTH=(--config configs/resnet50_imagenet.yaml --set device=gpu --set data.backend=synthetic
+       --set data.synthetic_train_size=1280 --set data.synthetic_val_size=256
+       --set train.global_batch=64 --set train.epochs=1 --set optim.warmup_epochs=0.5
+       --set eval.batch_size=64 --set train.log_every_steps=5 --set checkpoint.every_epochs=0
+       --set optim.step_milestones=[] --overwrite)
+for precision in float half; do
+    out=$WORK/train_$precision
+    if "$PY" train_resnet50.py "${SYNTH[@]}" --set "type_config=$precision" --output-dir "$out" \
+        >"$out.log" 2>&1 && [ "$(summary_field "$out" status)" = completed ]; then
+        detail="$(summary_field "$out" steps) steps, $(printf '%.0f' "$(summary_field "$out" images_per_s)") img/s (ResNet-50, 224 px, batch 64, synthetic)"
+        [ "$precision" = half ] && detail="$detail, $(summary_field "$out" skipped_updates) updates skipped by loss scaling"
+        verdict PASS "$precision" "$detail"
+    else
+        verdict FAIL "$precision" "see $out.log: $(grep -m1 -i error "$out.log")"
+    fi
+done
+
+# --- NCCL all-reduce: torus2d against native on all local GPUs -----------------------------------
+if [ "$GPUS" -ge 2 ]; then
+    log=$WORK/bench_nccl.log
+    if "$MPIRUN" "${ROOT_FLAG[@]}" -np "$GPUS" "$PY" tools/bench_comm.py --backend nccl --check \
+        --resnet-only --algorithms torus2d,native --grid "${GPUS}x1" --json "$WORK/bench_nccl.jsonl" \
+        >"$log" 2>&1; then
+        wrong=$("$PY" -c "import json,sys; print(sum(json.loads(l)['wrong'] or 0 for l in open(sys.argv[1])))" "$WORK/bench_nccl.jsonl")
+        ratio=$("$PY" -c "import json,sys; r={json.loads(l)['algorithm']: json.loads(l)['time_us'] for l in open(sys.argv[1])}; print(f\"{r['torus2d'] / r['native']:.2f}\")" "$WORK/bench_nccl.jsonl")
+        if [ "$wrong" = 0 ]; then
+            verdict PASS nccl "ResNet-50 gradients on $GPUS GPUs: 0 wrong; torus2d / native time = $ratio"
+        else
+            verdict FAIL nccl "$wrong wrong elements (see $log)"
+        fi
+    else
+        verdict FAIL nccl "see $log: $(grep -m1 -i error "$log")"
+    fi
+else
+    verdict SKIP nccl "needs 2 or more GPUs on this machine"
+fi
+
+# --- DALI GPU decoding ------------------------------------------------------------------------
+log=$WORK/bench_dali_gpu.log
+if "$PY" tools/bench_data.py --skip-train --gpu --repeats 2 >"$log" 2>&1; then
+    verdict PASS dali-gpu "$(grep 'dali-gpu' "$log" | tail -1 | awk -F'|' '{print $2 "," $6 " images/s"}')"
+else
+    verdict FAIL dali-gpu "see $log: $(grep -m1 -i error "$log")"
+fi
+
+# --- ranks stay in sync -----------------------------------------------------------------------
+if [ "$GPUS" -ge 2 ]; then
+    out=$WORK/train_sync
+    if "$MPIRUN" "${ROOT_FLAG[@]}" -np "$GPUS" "$PY" train_resnet50.py "${SYNTH[@]}" \
+        --set type_config=half --set "train.global_batch=$((32 * GPUS))" \
+        --set "comm.grid=${GPUS}x1" --param-digest --output-dir "$out" >"$out.log" 2>&1; then
+        distinct=$(cat "$out"/param_digest.rank* | sort -u | wc -l)
+        if [ "$distinct" = 2 ]; then   # two lines (trainable, statistics), the same on every rank
+            verdict PASS sync "$GPUS ranks ended with identical parameters (torus2d over NCCL)"
+        else
+            verdict FAIL sync "ranks ended with different parameters ($out/param_digest.rank*)"
+        fi
+    else
+        verdict FAIL sync "see $out.log: $(grep -m1 -i error "$out.log")"
+    fi
+else
+    verdict SKIP sync "needs 2 or more GPUs on this machine"
+fi
+exit "$FAILED"

@@ -1,0 +1,121 @@
+"""Where the numbers live: CPU or GPU contexts, and the arrays a communicator works on.
+
+NOT VERIFIED ON A GPU: the GPU branches follow nnabla-ext-cuda's documented API
+(``get_extension_context('cudnn', device_id, type_config)``, ``NdArray`` collectives,
+``all_reduce_callback``) and share every decision with the CPU path the tests run; no GPU has
+run them in this project. ``check_gpu_stack`` runs anywhere: it names what is missing.
+
+The rules both paths follow:
+  - the model computes in ``type_config`` (half: FP16 forward/backward) and the loss in float;
+  - one collective per update carries the gradients and a 2-element control array
+    ``[this rank's loss, stop request]``, so every rank learns the mean loss and any stop
+    request at the same step (MPI: numpy views of the buffers; NCCL: the NdArrays);
+  - with ``comm.algorithm: native`` on NCCL and one micro-batch per update, nnabla's
+    ``all_reduce_callback`` reduces gradients during backward (overlap) and the collective
+    after backward carries only the control array.
+"""
+import ctypes
+import os
+
+import numpy as np
+import nnabla as nn
+from nnabla.ext_utils import get_extension_context
+
+# (what, how to get it) for each piece of the GPU stack nnabla-ext-cuda needs.
+INSTALL = "GPU=1 make setup (requirements-gpu.txt), then source .venv/bin/gpu_env.sh"
+
+
+def _loads(*names):
+    for name in names:
+        if not name:
+            continue
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def check_gpu_stack(multi_rank):
+    """One line per missing piece of the GPU stack (empty: all there), before any work."""
+    problems = []
+    try:
+        import nnabla_ext.cuda  # noqa: F401
+    except ImportError as e:
+        if "No module named" in str(e):
+            problems.append(f"nnabla-ext-cuda is not installed (no nnabla_ext.cuda): {INSTALL}")
+        else:
+            problems.append(f"nnabla_ext.cuda does not load ({e}): module load cuda/12.x (CUDA "
+                            "12 runtime libraries on LD_LIBRARY_PATH), then " + INSTALL)
+    if not _loads("libcudnn.so.8"):
+        problems.append("libcudnn.so.8 (cuDNN 8, which nnabla-ext-cuda120 1.39 links) is not "
+                        f"loadable: {INSTALL} (installs nvidia-cudnn-cu12 8.9 and puts it on "
+                        "LD_LIBRARY_PATH)")
+    if multi_rank:
+        nccl_home = os.environ.get("NCCL_HOME")
+        if not _loads(nccl_home and os.path.join(nccl_home, "lib", "libnccl.so"),
+                      nccl_home and os.path.join(nccl_home, "lib", "libnccl.so.2"),
+                      "libnccl.so.2", "libnccl.so"):
+            problems.append("NCCL (libnccl.so.2) is not loadable for nnabla's communicator: "
+                            f"{INSTALL} (sets NCCL_HOME), or module load nccl")
+        ompi_home = os.environ.get("OMPI_HOME")
+        if not _loads(ompi_home and os.path.join(ompi_home, "lib", "libmpi.so"), "libmpi.so"):
+            problems.append("Open MPI's libmpi.so is not loadable for nnabla's communicator "
+                            "(it dlopens $OMPI_HOME/lib/libmpi.so): source .venv/bin/gpu_env.sh "
+                            "(sets OMPI_HOME), or export OMPI_HOME=<Open MPI or HPC-X ompi dir>")
+    return problems
+
+
+def contexts(device, type_config, device_id=0):
+    """(compute context, float context for the loss)."""
+    if device == "cpu":
+        return (get_extension_context("cpu", type_config=type_config),
+                get_extension_context("cpu", type_config="float"))
+    return (get_extension_context("cudnn", device_id=str(device_id), type_config=type_config),
+            get_extension_context("cudnn", device_id=str(device_id), type_config="float"))
+
+
+def device_count():
+    import nnabla_ext.cuda
+    return nnabla_ext.cuda.get_device_count()
+
+
+class Exchange:
+    """The update's one collective: gradients (mean over ranks) plus the control array."""
+
+    def __init__(self, comm, params):
+        self.comm = comm
+        self.params = params
+        self.on_device = getattr(comm, "backend", "mpi") == "nccl"
+        self.control = np.zeros(2, np.float32)
+        if self.on_device:
+            self.control_nd = nn.NdArray.from_numpy_array(self.control)
+
+    def arrays(self, variables, grad):
+        """What the communicator reduces: numpy views (MPI, CPU) or NdArrays (NCCL)."""
+        if self.on_device:
+            return [v.grad if grad else v.data for v in variables]
+        return [v.g if grad else v.d for v in variables]
+
+    def backward_callback(self, accumulation):
+        """nnabla's overlapped all-reduce for native NCCL with one micro-batch, else None."""
+        if not (self.on_device and self.comm.algorithm == "native" and accumulation == 1
+                and self.comm.size > 1):
+            return None
+        return self.comm.nc.all_reduce_callback(
+            self.arrays(self.params.values(), grad=True), 2 << 20, division=True)
+
+    def __call__(self, local_loss, stop_requested, grads_done=False):
+        """All-reduce (mean); returns (mean loss, any rank asked to stop)."""
+        self.control[:] = (local_loss, float(stop_requested))
+        if self.comm.size == 1:     # nothing to exchange (and no device-to-host copies)
+            return local_loss, bool(stop_requested)
+        grads = [] if grads_done else self.arrays(self.params.values(), grad=True)
+        if self.on_device:
+            self.control_nd.data = self.control
+            self.comm.all_reduce(grads + [self.control_nd], average=True)
+            self.control[:] = self.control_nd.data
+        else:
+            self.comm.all_reduce(grads + [self.control], average=True)
+        return float(self.control[0]), bool(self.control[1] > 0)
