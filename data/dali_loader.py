@@ -37,7 +37,7 @@ from .augment import crop_boxes, image_size, uniforms, val_geometry
 from .checks import checker_hint, first_bad
 from .imagefolder import DataError
 from .pil_loader import MEAN, STD
-from .sampler import ShardedStream
+from .sampler import DeliveredPosition, ShardedStream
 
 
 def _dali():
@@ -162,7 +162,7 @@ def copy_into(tensor_list, ndarray, ctx):
     tensor_list.copy_to_external(ctypes.c_void_p(pointer))
 
 
-class DaliTrainLoader:
+class DaliTrainLoader(DeliveredPosition):
     """Training batches for one shard; same contract as ``PilTrainLoader``.
 
     ``next_batch(b)`` -> ``(images, labels)`` (float32 NCHW, or NHWC / float16 if asked;
@@ -258,14 +258,6 @@ class DaliTrainLoader:
         out, labels = self._next(batch_size)
         copy_into(out, image, ctx)
         label.cast(np.int32)[...] = labels
-
-    def state(self):
-        return dict(self._delivered_state)
-
-    @property
-    def epochs_done(self):
-        s = self._delivered_state
-        return s["epoch"] + s["offset"] / self.stream.epoch_length
 
     def close(self):
         self.reader.shutdown(wait=True, cancel_futures=True)

@@ -18,7 +18,7 @@ from PIL import Image
 from .augment import crop_boxes, uniforms, val_geometry
 from .checks import checker_hint
 from .imagefolder import DataError
-from .sampler import ShardedStream
+from .sampler import DeliveredPosition, ShardedStream
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -62,7 +62,7 @@ def val_transform(path, size, resize_ratio, channel_last=False):
     return to_array(img.crop((left, top, left + size, top + size)), channel_last)
 
 
-class PilTrainLoader:
+class PilTrainLoader(DeliveredPosition):
     """Training batches for one shard, read from a ``ShardedStream``.
 
     ``next_batch(b)`` returns ``(images, labels)``; the batch size may change between calls.
@@ -109,14 +109,6 @@ class PilTrainLoader:
         self._delivered_state = self.stream.state()
         self._pending = self._submit(batch_size)       # prefetch, assuming the same size
         return images, job[3]
-
-    def state(self):
-        return dict(self._delivered_state)
-
-    @property
-    def epochs_done(self):
-        s = self._delivered_state
-        return s["epoch"] + s["offset"] / self.stream.epoch_length
 
     def close(self):
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -86,3 +86,17 @@ class ShardedStream:
             self.epoch, self.offset = self.epoch + 1, 0
         return (np.concatenate(indices) if indices else np.zeros(0, np.int64),
                 np.concatenate(epochs) if epochs else np.zeros(0, np.int64))
+
+
+class DeliveredPosition:
+    """``state()`` and ``epochs_done`` of a loader that reads its ``stream`` ahead: both
+    describe the stream after the last batch *delivered* (``_delivered_state``), so a
+    checkpoint never counts prepared-but-unused samples."""
+
+    def state(self):
+        return dict(self._delivered_state)
+
+    @property
+    def epochs_done(self):
+        s = self._delivered_state
+        return s["epoch"] + s["offset"] / self.stream.epoch_length
