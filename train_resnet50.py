@@ -34,7 +34,8 @@ from schedules.schedule import TrainingSchedule  # noqa: E402
 from training import loss_scaling, run_state  # noqa: E402
 from training.config import ConfigError, dump_yaml, load_config, to_dict  # noqa: E402
 from training.device import Exchange, check_gpu_stack, contexts  # noqa: E402
-from training.dry_run import IMAGENET_TRAIN_IMAGES, print_gpu_plan, print_plan  # noqa: E402
+from training.dry_run import (IMAGENET_TRAIN_IMAGES, preset_for, print_gpu_plan,  # noqa: E402
+                              print_plan, print_predictions)
 from training.evaluate import average_bn_statistics, evaluate  # noqa: E402
 from training.finish import finish_run  # noqa: E402
 from training.graphs import TrainGraphs, build_val_graph  # noqa: E402
@@ -67,6 +68,10 @@ def parse_args(argv):
                    help="dry run: ranks (GPUs) per node, for the plan's node count")
     p.add_argument("--plot-schedule", metavar="PNG",
                    help="dry run: also draw the global batch and learning rate over training")
+    p.add_argument("--preset", metavar="NAME",
+                   help="dry run: predict step and all-reduce times on this cluster preset of "
+                        "tools/simulate.py (default: abci2-v100 with --local-size 4, abci3-h200 "
+                        "with 8)")
     p.add_argument("--param-digest", action="store_true",
                    help="every rank writes OUTPUT_DIR/param_digest.rank<R> at the end: sha256 of "
                         "the trained parameters and of the BN statistics, one line each "
@@ -108,9 +113,14 @@ def check_and_plan(args, cfg, comm, output_dir, say):
     batch schedule for this world size, the checkpoint to resume, the output dir. Each
     problem ends the job with one line. Returns (listing, schedule, world_size, resume)."""
     rank0 = comm.rank == 0
-    if not args.dry_run and (args.world_size or args.local_size or args.plot_schedule):
-        fail("--world-size, --local-size and --plot-schedule plan a run: add --dry-run "
+    if not args.dry_run and (args.world_size or args.local_size or args.plot_schedule
+                             or args.preset):
+        fail("--world-size, --local-size, --plot-schedule and --preset plan a run: add --dry-run "
              "(a real run takes its ranks from mpirun)")
+    if args.preset:
+        from tools.simulate_presets import PRESETS
+        if args.preset not in PRESETS:
+            fail(f"--preset {args.preset}: unknown; the scale model knows {', '.join(PRESETS)}")
     if args.dry_run and args.resume:
         fail("--resume continues a run; a dry run trains nothing: drop one of them")
     listing = None
@@ -213,6 +223,9 @@ def main(argv=None):
         print_plan(cfg, schedule, n_params, listing, world_size, args.local_size)
         if cfg.device == "gpu":
             print_gpu_plan(cfg, schedule, world_size, args.local_size)
+        preset = preset_for(args.local_size, args.preset)
+        if preset:
+            print_predictions(cfg, schedule, world_size, args.local_size, preset)
         if args.plot_schedule:
             from tools.plot_schedule import plot_schedule
             plot_schedule(schedule, args.plot_schedule, title=f"{recipe}: {world_size:,} ranks")

@@ -24,6 +24,20 @@ def test_dry_run_prints_the_gpu_plan_of_the_paper_recipe():
     assert "col3: ranks 3, 7, 11, 15, ..., 2171, 2175" in out
 
 
+def test_dry_run_predicts_step_and_time_to_train_from_the_scale_model():
+    proc = run_trainer("--config", "configs/paper_224s.yaml", "--dry-run",
+                       "--world-size", "2176", "--local-size", "4")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    stage_lines = [ln for ln in lines if ln.startswith(("stage 0 ", "stage 1 "))]
+    assert len(stage_lines) == 2 and "abci2-v100, 2176 GPUs (4 per node)" in stage_lines[0]
+    assert "16 per GPU" in stage_lines[0] and "32 per GPU" in stage_lines[1]
+    assert "all-reduce torus2d 4x544 of 51.1 MB" in proc.stdout     # FP16 gradients
+    assert any(ln.startswith("predicted  time to train") for ln in lines)
+    bad = run_trainer("--config", "configs/paper_224s.yaml", "--dry-run", "--preset", "dgx")
+    assert bad.returncode != 0 and "--preset dgx: unknown" in bad.stderr
+
+
 def test_dry_run_of_native_nccl_describes_the_overlapped_callback():
     proc = run_trainer("--config", "configs/goyal_8k.yaml", "--dry-run", "--world-size", "256",
                        "--local-size", "8", "--set", "device=gpu", "--set", "comm.algorithm=native")

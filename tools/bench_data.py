@@ -126,7 +126,8 @@ def data_wait_table(toy, args):
     for backend in ("dali", "pil"):
         out = f"/tmp/bench_data_run_{backend}"
         cmd = [sys.executable, os.path.join(REPO, "train_resnet50.py"), "--config",
-               "configs/cpu_demo.yaml", "--data-dir", toy, "--output-dir", out, "--overwrite",
+               "configs/cpu_demo_constant.yaml", "--data-dir", toy, "--output-dir", out,
+               "--overwrite",
                "--set", f"data.backend={backend}", "--set", f"train.epochs={args.train_epochs}"]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if proc.returncode:

@@ -93,7 +93,10 @@ class Exchange:
             self.control_nd = nn.NdArray.from_numpy_array(self.control)
 
     def arrays(self, variables, grad):
-        """What the communicator reduces: numpy views (MPI, CPU) or NdArrays (NCCL)."""
+        """What the communicator reduces: numpy views (MPI, CPU) or NdArrays (NCCL); none
+        for a single process (on a GPU a numpy view would copy the array to the host)."""
+        if self.comm.size == 1:
+            return []
         if self.on_device:
             return [v.grad if grad else v.data for v in variables]
         return [v.g if grad else v.d for v in variables]

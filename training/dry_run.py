@@ -83,3 +83,34 @@ def print_gpu_plan(cfg, schedule, world_size, local_size):
             continue
         shown = ranks if len(ranks) <= 8 else ranks[:4] + ["..."] + ranks[-2:]
         print(f"           {name}: ranks {', '.join(map(str, shown))}")
+
+
+def preset_for(local_size, name=None):
+    """The scale model's hardware preset: the one named, else by GPUs per node (4: ABCI 2.0
+    V100 nodes, 8: ABCI 3.0 H200 nodes), else none."""
+    return name or {4: "abci2-v100", 8: "abci3-h200"}.get(local_size)
+
+
+def print_predictions(cfg, schedule, world_size, local_size, preset):
+    """Predicted step, all-reduce and time-to-train from tools/simulate.py, per stage."""
+    from tools import simulate
+    from tools.simulate_presets import PresetError
+    grid = None if cfg.comm.grid == "auto" else tuple(map(int, cfg.comm.grid.split("x")))
+    bytes_per_param = 2 if cfg.type_config == "half" else 4
+    try:
+        for row in schedule.rows():
+            result = simulate.predict_step(row["local_batch"], world_size, local_size, preset,
+                                           cfg.comm.algorithm, grid,
+                                           bytes_per_param=bytes_per_param)
+            lines = simulate.describe_step(result)
+            print(f"stage {row['stage']}    " + lines[0].split("  ", 1)[1])
+            print("           " + lines[1])
+        stages = [{"until_epoch": r["end_epoch"], "global_batch": r["global_batch"]}
+                  for r in schedule.rows()]
+        ttt = simulate.time_to_train(stages, world_size, preset, cfg.comm.algorithm, grid,
+                                     local_size, bytes_per_param=bytes_per_param)
+    except (simulate.SimError, PresetError) as e:
+        print(f"predicted  not available: {e}")
+        return
+    print(f"predicted  time to train {ttt['train_s']:.0f} s over {schedule.plan.epochs:g} epochs "
+          f"(evaluation, start-up and data loading not modelled; README, \"Scale model\")")
