@@ -57,15 +57,22 @@ def _normalize(fn, types, images, size, channel_last, half, mirror=None):
                                     output_layout="HWC" if channel_last else "CHW", **kw)
 
 
+def _pipeline_args(max_batch_size, num_threads, device, device_id, seed):
+    """Keyword arguments of both pipelines. The loaders feed and queue their own batches
+    (``pending``), so DALI's own prefetch queue stays at one; CPU-only DALI takes
+    device_id=None."""
+    return dict(batch_size=max_batch_size, num_threads=num_threads,
+                device_id=device_id if device == "gpu" else None, prefetch_queue_depth=1,
+                seed=seed)
+
+
 def train_pipeline(max_batch_size, size, num_threads, device="cpu", device_id=None,
                    channel_last=False, half=False, seed=0):
     """encoded bytes + crop window (x, y) / (w, h) + mirror flag -> normalised crops."""
     dali, fn, types = _dali()
     decode_device = "mixed" if device == "gpu" else "cpu"
 
-    @dali.pipeline_def(batch_size=max_batch_size, num_threads=num_threads,
-                       device_id=device_id if device == "gpu" else None,
-                       prefetch_queue_depth=1, seed=seed)
+    @dali.pipeline_def(**_pipeline_args(max_batch_size, num_threads, device, device_id, seed))
     def pipe():
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
         anchor = fn.external_source(name="anchor", dtype=types.INT32, ndim=1)
@@ -87,9 +94,7 @@ def val_pipeline(max_batch_size, size, num_threads, device="cpu", device_id=None
     dali, fn, types = _dali()
     decode_device = "mixed" if device == "gpu" else "cpu"
 
-    @dali.pipeline_def(batch_size=max_batch_size, num_threads=num_threads,
-                       device_id=device_id if device == "gpu" else None,
-                       prefetch_queue_depth=1, seed=seed)
+    @dali.pipeline_def(**_pipeline_args(max_batch_size, num_threads, device, device_id, seed))
     def pipe():
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
         resize_w = fn.external_source(name="resize_w", dtype=types.FLOAT, ndim=0)

@@ -21,9 +21,8 @@ import shlex
 import sys
 import textwrap
 
-import yaml
-
 from jobs.systems import SYSTEMS, JobError, check_request, format_walltime, parse_walltime
+from training.config import ConfigError, load_config, to_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -146,7 +145,7 @@ def resolve(args):
     if not os.path.isfile(os.path.join(repo, "train_resnet50.py")):
         raise JobError(f"--repo {repo} holds no train_resnet50.py")
     config = os.path.abspath(args.config)
-    doc = read_config(config)
+    doc = read_config(config, args.set)
     config_device = str(doc.get("device") or "cpu")   # training/config.py's default
     device = args.device or ("gpu" if system.scheduler != "none" else config_device)
     grid = resolve_grid(doc.get("comm"), config, nodes, gpus)
@@ -169,19 +168,13 @@ def resolve(args):
                 sets=args.set, stop_margin=args.stop_margin, chain=args.chain)
 
 
-def read_config(path):
-    """The recipe as a mapping. The trainer validates every key when the job starts; here only
-    what the job script itself depends on is read (device, comm.grid)."""
+def read_config(path, overrides=()):
+    """The recipe with the job's --set overrides, as a mapping, checked by the trainer's own
+    config loader: a typo fails here, before the job waits in a queue, not when it starts."""
     try:
-        with open(path) as f:
-            doc = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise JobError(f"--config {path} does not exist; recipes live in configs/")
-    except yaml.YAMLError as e:
-        raise JobError(f"--config {path} is not valid YAML: {str(e).splitlines()[0]}")
-    if not isinstance(doc, dict):
-        raise JobError(f"--config {path} must hold a mapping of sections")
-    return doc
+        return to_dict(load_config(path, overrides))
+    except ConfigError as e:
+        raise JobError(f"--config {path}: {e}") from None
 
 
 def resolve_grid(comm, config, nodes, gpus):
@@ -190,11 +183,7 @@ def resolve_grid(comm, config, nodes, gpus):
     grid = (comm or {}).get("grid", "auto") if isinstance(comm, dict) else "auto"
     if grid in (None, "auto"):
         return "auto"
-    m = re.match(r"^(\d+)x(\d+)$", str(grid))
-    if not m:
-        raise JobError(f"comm.grid={grid!r} in {config} is neither 'auto' nor 'XxY' "
-                       "(ranks per row x rows, e.g. 8x272)")
-    x, y = int(m.group(1)), int(m.group(2))
+    x, y = map(int, str(grid).split("x"))     # the form was checked by load_config
     if x * y != nodes * gpus:
         raise JobError(f"comm.grid={grid} in {config} has {x * y} ranks but the job has "
                        f"{nodes} nodes x {gpus} GPUs = {nodes * gpus}; set comm.grid: auto "

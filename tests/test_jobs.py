@@ -265,8 +265,12 @@ def test_config_errors(tmp_path):
                         "--group", "g", config=mismatch)
     assert "comm.grid=8x4" in line and "has 32 ranks but the job has 2 nodes x 8 GPUs = 16" in line
     bad = write_config(tmp_path, "comm:\n  grid: 8by4\n", "bad.yaml")
-    assert "neither 'auto' nor 'XxY'" in render_error(
+    assert "comm.grid='8by4' is not 'auto' or 'XxY'" in render_error(
         "--system", "abci3", "--nodes", "2", "--walltime", "1:00:00", "--group", "g", config=bad)
+    # the trainer's own config checks run at render time, --set overrides included
+    typo = render_error("--system", "abci3", "--nodes", "2", "--walltime", "1:00:00",
+                        "--group", "g", "--set", "optim.base_lrr=0.2")
+    assert "unknown config key 'optim.base_lrr' (did you mean 'base_lr'?)" in typo
     assert "does not exist" in render_error(
         "--system", "abci3", "--nodes", "2", "--walltime", "1:00:00", "--group", "g",
         config=tmp_path / "missing.yaml")
