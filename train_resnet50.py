@@ -374,7 +374,7 @@ def main(argv=None):
             log.write("step", epoch=epoch_now, step=step, elapsed_s=meters.elapsed(),
                       global_batch=stage.global_batch, lr=lr, **meters.step_fields(),
                       **({"loss_scale": scale.scale} if half else {}))
-        if math.floor(epoch_now) > math.floor(epoch_before):
+        if crossed(epoch_before, epoch_now, 1.0):
             log.write("epoch", epoch=epoch_now, step=step, elapsed_s=meters.elapsed(),
                       global_batch=stage.global_batch, lr=lr, epoch_index=math.floor(epoch_now),
                       **meters.epoch_fields())

@@ -77,11 +77,8 @@ def gpu_loader_rate(listing, image_size, min_area, batch, images, threads, repea
     """images/s of DALI with mixed (nvJPEG) decoding on GPU 0, written into nnabla arrays on
     the GPU as the trainer does (data.device: gpu). NOT VERIFIED ON A GPU by this project."""
     import nnabla as nn
-    from training.device import check_gpu_stack, contexts
-    problems = check_gpu_stack(multi_rank=False)
-    if problems:
-        sys.exit("\n".join(f"error: {p}" for p in problems))
-    import nnabla_ext.cuda
+    import nnabla_ext.cuda     # main() has checked the GPU stack before any measurement
+    from training.device import contexts
     ctx, _ = contexts("gpu", "float", 0)
     nn.set_default_context(ctx)
     loader = DaliTrainLoader(listing, image_size, seed=0, num_threads=threads,

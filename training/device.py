@@ -21,7 +21,7 @@ import numpy as np
 import nnabla as nn
 from nnabla.ext_utils import get_extension_context
 
-# (what, how to get it) for each piece of the GPU stack nnabla-ext-cuda needs.
+# The install step every missing piece of the GPU stack points to.
 INSTALL = "GPU=1 make setup (requirements-gpu.txt), then source .venv/bin/gpu_env.sh"
 
 
