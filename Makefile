@@ -60,8 +60,8 @@ bench-comm: setup
 	@mkdir -p runs
 	$(MPIRUN) -np $(NP) $(PY) tools/bench_comm.py --grid $(GRID) $(BENCH_COMM_ARGS)
 
-# Scale model (tools/simulate.py). sim-calibrate writes probe lines unless SIM_JSON exists
-# (e.g. SIM_JSON=runs/bench_comm.jsonl from tools/bench_comm.py --json), then fits and checks.
+# Scale model (scale_model/; its command line is tools/simulate.py). sim-calibrate writes probe
+# lines unless SIM_JSON exists (e.g. SIM_JSON=runs/bench_comm.jsonl from tools/bench_comm.py --json), then fits and checks.
 SIM_JSON ?= runs/sim_probe.jsonl
 simulate: setup
 	$(PY) -m tools.simulate paper

@@ -70,7 +70,7 @@ def parse_args(argv):
                    help="dry run: also draw the global batch and learning rate over training")
     p.add_argument("--preset", metavar="NAME",
                    help="dry run: predict step and all-reduce times on this cluster preset of "
-                        "tools/simulate.py (default: abci2-v100 with --local-size 4, abci3-h200 "
+                        "scale_model/presets.py (default: abci2-v100 with --local-size 4, abci3-h200 "
                         "with 8)")
     p.add_argument("--param-digest", action="store_true",
                    help="every rank writes OUTPUT_DIR/param_digest.rank<R> at the end: sha256 of "
@@ -118,7 +118,7 @@ def check_and_plan(args, cfg, comm, output_dir, say):
         fail("--world-size, --local-size, --plot-schedule and --preset plan a run: add --dry-run "
              "(a real run takes its ranks from mpirun)")
     if args.preset:
-        from tools.simulate_presets import PRESETS
+        from scale_model.presets import PRESETS
         if args.preset not in PRESETS:
             fail(f"--preset {args.preset}: unknown; the scale model knows {', '.join(PRESETS)}")
     if args.dry_run and args.resume:
@@ -227,7 +227,7 @@ def main(argv=None):
         if preset:
             print_predictions(cfg, schedule, world_size, args.local_size, preset)
         if args.plot_schedule:
-            from tools.plot_schedule import plot_schedule
+            from training.schedule_plot import plot_schedule
             plot_schedule(schedule, args.plot_schedule, title=f"{recipe}: {world_size:,} ranks")
             print(f"plot       {args.plot_schedule}")
         return 0

@@ -1,4 +1,4 @@
-"""Scale model (tools/simulate.py): closed forms, monotonicity, presets, the fit and the CLI."""
+"""Scale model (scale_model/, CLI tools/simulate.py): closed forms, monotonicity, presets, the fit and the CLI."""
 import json
 import math
 import os
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import PYTHON, REPO
-from tools import simulate as sim
-from tools import simulate_fit, simulate_presets
+from scale_model import fit as simulate_fit
+from scale_model import model as sim
+from scale_model import presets as simulate_presets
 
 S = sim.RESNET50_PARAMETERS * 2
 V100 = sim.Links.from_preset("abci2-v100")
@@ -262,7 +263,7 @@ def test_cli_entry_point_error_is_one_line_and_nonzero():
     (["bogus"], "invalid choice: 'bogus'"),
 ])
 def test_cli_errors_are_one_line_and_nonzero(args, message, capsys):
-    from tools.simulate_cli import main
+    from tools.simulate import main
     assert main(args) == 2
     out, err = capsys.readouterr()
     assert out == ""

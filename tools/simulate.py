@@ -1,407 +1,385 @@
-"""Scale model: predicted all-reduce, step and time-to-train of data-parallel ResNet-50 at scale.
+"""Command line of the scale model: ``python -m tools.simulate COMMAND`` (the model: scale_model/).
 
-    python -m tools.simulate table                # all-reduce time, scaling efficiency, 4..4096
-    python -m tools.simulate paper                # the paper's runs: predicted beside reported
-    python -m tools.simulate ttt --stages 5:34816,90:69632 --gpus 2176
-    python -m tools.simulate grid --nodes 544     # best torus grid for a node count
-    python -m tools.simulate fit bench.jsonl      # calibrate alpha/beta on measured MPI times
-    python -m tools.simulate plot --out docs/scale_model.png
-    python -m tools.simulate presets              # every hardware number with its source
-
-The model (alpha-beta, per tier). Ranks are laid out node-major: rank r lives on node r // L
-(L = GPUs per node). A grid X x Y puts X consecutive ranks in a row and strides columns by X,
-so with X = L a row is a node's GPUs and a column holds one GPU of every node. A ring over g
-ranks moving m bytes per step costs, per step, alpha + m / bw of the slowest link it uses:
-NVLink inside a node; across nodes, an InfiniBand adapter whose bandwidth is shared by the
-rings that leave the node at once (k adapters per node, so each of r crossing rings gets
-min(1, k / r) of one adapter). S is the gradient size in bytes, N = X * Y.
-
-    ring          2(N-1) steps of S/N. A flat ring leaves each node once per direction, so it
-                  uses ONE adapter (ring_channels=1, like comm/'s point-to-point ring); NCCL
-                  builds several rings (channels) and can use all k: pass ring_channels=k.
-    torus2d       row reduce-scatter (X-1 steps of S/X), column all-reduce on S/X
-                  (2(Y-1) steps of S/(XY); the X column rings run at once over the k adapters),
-                  row all-gather (X-1 steps of S/X). 2(X-1)+2(Y-1) steps in all.
-    hierarchical  reduce to one leader per node (reduce-scatter + gather, 2(L-1) steps of S/L),
-                  ring among leaders on S (2(Y-1) steps of S/Y, one adapter), broadcast
-                  (scatter + all-gather, 2(L-1) steps of S/L).
-    nccl_tree     reference only: NCCL's double binary tree, pipelined; latency
-                  2((L-1) alpha_intra + ceil(log2 Y) alpha_inter), each node moves ~2S in each
-                  direction over all k adapters (NCCL's own tuner charges tree bandwidth 0.5x).
-Ring and torus2d both send 2(N-1)/N * S bytes per rank; torus2d saves steps (latency), and its
-column phase spreads the inter-node bytes over all adapters. Each phase also pays a fixed
-call_latency (one library call). Reductions are assumed free (GPU adds are cheap next to links).
-
-Step time = compute(local batch) + the part of the all-reduce that backward cannot hide:
-exposed = max(0, allreduce - overlap * backward), backward = 2/3 of compute (assumed), overlap =
-the fraction of backward during which finished gradients can already be sent (0.5 assumed;
-0 = no overlap, 1 = everything after the first bucket). compute(b) = overhead + b * per_image,
-fitted through the preset's published throughput at its reference batch.
-
-Pure: numpy and the standard library only (train_resnet50.py --dry-run imports predict_step).
+Every error is one line on stderr ("error: ...") and exit status 2, before any work is done.
+The model lives in the scale_model package; this file only parses, prints and plots.
 """
+import argparse
+import json
 import math
+import os
 import sys
-from dataclasses import dataclass, replace
 
-import numpy as np
+from scale_model import fit as simulate_fit
+from scale_model import model as sim
+from scale_model import presets as simulate_presets
+from scale_model.presets import PresetError
 
-from tools.simulate_presets import PresetError, get_preset
+GPU_COUNTS = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
-RESNET50_PARAMETERS = 25_557_032      # our models/resnet.py (README), = torchvision's count
-IMAGENET_TRAIN_IMAGES = 1_281_167
-IMAGENET_VAL_IMAGES = 50_000
-ALGORITHMS = ("ring", "torus2d", "hierarchical", "nccl_tree")
-ALIASES = {"native": "nccl_tree"}      # on GPUs comm/'s "native" is NCCL's own all-reduce
-DEFAULT_OVERLAP = 0.5                  # assumed, see the module docstring
-BACKWARD_FRACTION = 2.0 / 3.0          # assumed: backward ~ 2x forward
-
-
-class SimError(ValueError):
-    """Bad input to the model; the message names the problem and the fix in one line."""
-
-
-# --- closed forms (must agree with comm/plan.py) --------------------------------------------
-def ring_steps(n):
-    """Sequential steps of a ring all-reduce over n ranks."""
-    return 2 * (n - 1)
-
-
-def torus_steps(x, y):
-    """Sequential steps of the 2D-torus all-reduce on an x-by-y grid."""
-    return 2 * (x - 1) + 2 * (y - 1)
-
-
-def allreduce_bytes_per_rank(n, size_bytes):
-    """Bytes each rank sends in a bandwidth-optimal all-reduce (ring and torus2d alike)."""
-    return 2.0 * (n - 1) / n * size_bytes
+# The paper's runs (see ../shared/reference/paper.md). Each value says how sure we are.
+PAPER_RUNS = [
+    {"name": "v1: 224 s", "reported_s": 224.0, "gpus": 2176,
+     "stages": [(5, 34816), (90, 69632)], "config": "configs/paper_224s.yaml",
+     "assumptions": [
+         "2,176 V100 (confirmed, NVIDIA blog) = 544 nodes x 4 (4 per node: ABCI docs)",
+         "batch 34K -> 68K (confirmed) read as 34,816 -> 69,632 = 16 -> 32 per GPU (derived)",
+         "first 5 epochs at the smaller batch (confirmed, InfoQ)",
+         "90 epochs in all (ASSUMED: the paper's epoch count was not found)",
+         "grid 4 x 544 (ASSUMED: a row = a node; the paper's grid was not found)"]},
+    {"name": "v2: 122 s", "reported_s": 122.0, "gpus": 3456,
+     "stages": [(90, 55296)], "config": "configs/paper_122s.yaml",
+     "assumptions": [
+         "3,456 V100 = 864 nodes x 4 (UNCONFIRMED recollection; the v2 GPU count was not found)",
+         "one stage of 55,296 = 16 per GPU (ASSUMED: the v2 batch schedule was not found)",
+         "90 epochs (ASSUMED); grid 4 x 864 (ASSUMED)"]},
+]
+EFFICIENCY_RUN = {"gpus": 1088, "reported": 0.9162, "local_batch": 32,
+                  "assumptions": ["1,088 V100 = 272 nodes x 4, 91.62% (confirmed, NVIDIA blog)",
+                                  "32 images per GPU (ASSUMED) and weak scaling: efficiency = "
+                                  "compute / step time at a fixed per-GPU batch (ASSUMED "
+                                  "definition)"]}
 
 
-# --- topology ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Links:
-    """One cluster's links in SI units: seconds per step and bytes per second."""
-    local_size: int          # ranks (GPUs) per node
-    intra_alpha: float
-    intra_bw: float          # per rank, per direction, to a ring neighbour (achievable)
-    inter_alpha: float
-    inter_bw: float          # per adapter, per direction (achievable)
-    adapters: int            # adapters per node
-    call_latency: float = 0.0
-    ring_channels: int = 1   # concurrent rings of a flat ring all-reduce
-
-    @classmethod
-    def from_preset(cls, preset, ring_channels=1):
-        p = get_preset(preset) if isinstance(preset, str) else preset
-        return cls(local_size=int(p.gpus_per_node.value),
-                   intra_alpha=p.intra_alpha_us.value * 1e-6,
-                   intra_bw=p.intra_bw_GBps.value * 1e9 * p.intra_efficiency.value,
-                   inter_alpha=p.inter_alpha_us.value * 1e-6,
-                   inter_bw=p.inter_bw_GBps.value * 1e9 * p.inter_efficiency.value,
-                   adapters=int(p.inter_adapters.value),
-                   call_latency=p.call_latency_us.value * 1e-6,
-                   ring_channels=_positive_int(ring_channels, "ring_channels"))
+class Parser(argparse.ArgumentParser):
+    def error(self, message):             # one line, not argparse's usage block
+        raise sim.SimError(f"{message} (see {self.prog} -h)")
 
 
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    tier: str                # intra | inter
-    steps: int
-    bytes_per_rank: float
-    seconds: float
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return value
+    return parse
 
 
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise SimError(f"{name}={value!r} must be a positive integer")
-    return int(value)
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers")
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: every count must be a positive integer")
+    return values
 
 
-def parse_grid(grid, world_size):
-    """'XxY' or (X, Y) -> (X, Y), checked against the world size."""
-    world_size = _positive_int(world_size, "world size")
-    if isinstance(grid, str):
-        parts = grid.lower().split("x")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise SimError(f"grid {grid!r} is not of the form XxY (e.g. 4x544)")
-        grid = tuple(int(p) for p in parts)
-    x, y = (_positive_int(v, "grid side") for v in grid)
-    if x * y != world_size:
-        near = max(d for d in range(1, math.isqrt(world_size) + 1) if world_size % d == 0)
-        raise SimError(f"grid {x}x{y} has {x * y} ranks but the world size is {world_size}; "
-                       f"use XxY with X*Y = {world_size}, e.g. {world_size // near}x{near}")
-    return x, y
-
-
-def auto_grid(world_size, local_size):
-    """comm.grid: auto: a row is a node's ranks (X = ranks per node), Y = nodes."""
-    x = math.gcd(world_size, local_size)
-    return x, world_size // x
-
-
-def _layout(groups, nodes):
-    """(any group spans nodes, max crossing groups with members on one node)."""
-    width = int(groups.max()) + 1
-    pairs = np.unique(nodes.astype(np.int64) * width + groups)     # distinct (node, group)
-    pair_group, pair_node = pairs % width, pairs // width
-    group_ids, nodes_per_group = np.unique(pair_group, return_counts=True)
-    crossing = set(group_ids[nodes_per_group > 1].tolist())
-    if not crossing:
-        return False, 0
-    mask = np.isin(pair_group, list(crossing))
-    return True, int(np.bincount(pair_node[mask]).max())
-
-
-def _ring_phase(name, steps, message, links, crossing, rings_per_node, intra_message=None):
-    """steps x (alpha + message / bw) on the slowest link the ring uses."""
-    intra_bytes = message if intra_message is None else intra_message
-    intra = links.intra_alpha + intra_bytes / links.intra_bw
-    if not crossing:
-        return Phase(name, "intra", steps, steps * message, steps * intra)
-    share = min(1.0, links.adapters / max(rings_per_node, 1))
-    inter = links.inter_alpha + message / (links.inter_bw * share)
-    return Phase(name, "inter", steps, steps * message, steps * max(inter, intra))
-
-
-def allreduce_phases(algorithm, size_bytes, world_size, links, grid=None):
-    """The phases of one all-reduce of ``size_bytes`` over ``world_size`` ranks."""
-    algorithm = ALIASES.get(algorithm, algorithm)
-    if algorithm not in ALGORITHMS:
-        raise SimError(f"unknown algorithm {algorithm!r}; choose one of "
-                       f"{', '.join(ALGORITHMS + tuple(ALIASES))}")
-    if not size_bytes > 0:
-        raise SimError(f"message size {size_bytes!r} bytes must be positive")
-    n = _positive_int(world_size, "world size")
-    s = float(size_bytes)
-    ranks = np.arange(n)
-    nodes = ranks // links.local_size
-    local = min(links.local_size, n)
-    phases = []
-    if n == 1:
-        return phases
-    if algorithm == "ring":
-        crossing, _ = _layout(np.zeros(n, np.int64), nodes)
-        ch = links.ring_channels if crossing else 1   # ch rings, each on S/ch, share k adapters
-        p = _ring_phase("ring all-reduce", ring_steps(n), s / (n * ch), links, crossing, ch,
-                        intra_message=s / n)
-        phases.append(Phase(p.name, p.tier, p.steps, allreduce_bytes_per_rank(n, s), p.seconds))
-    elif algorithm == "torus2d":
-        x, y = parse_grid(grid, n) if grid is not None else auto_grid(n, links.local_size)
-        row_cross, row_share = _layout(ranks // x, nodes)
-        col_cross, col_share = _layout(ranks % x, nodes)
-        if x > 1:
-            phases.append(_ring_phase("row reduce-scatter", x - 1, s / x, links, row_cross,
-                                      row_share))
-        if y > 1:
-            phases.append(_ring_phase("column all-reduce", 2 * (y - 1), s / (x * y), links,
-                                      col_cross, col_share))
-        if x > 1:
-            phases.append(_ring_phase("row all-gather", x - 1, s / x, links, row_cross,
-                                      row_share))
-    elif algorithm == "hierarchical":
-        if n % local:
-            raise SimError(f"hierarchical needs whole nodes: world size {n} is not a multiple "
-                           f"of {local} GPUs per node")
-        y = n // local
-        if local > 1:
-            phases.append(_ring_phase("reduce to leader", 2 * (local - 1), s / local, links,
-                                      False, 0))
-        if y > 1:
-            phases.append(_ring_phase("leader ring all-reduce", 2 * (y - 1), s / y, links,
-                                      True, 1))
-        if local > 1:
-            phases.append(_ring_phase("broadcast from leader", 2 * (local - 1), s / local,
-                                      links, False, 0))
-    else:  # nccl_tree
-        y = -(-n // links.local_size)
-        depth = math.ceil(math.log2(y)) if y > 1 else 0
-        latency = 2 * ((local - 1) * links.intra_alpha + depth * links.inter_alpha)
-        transfer = 2 * s / links.intra_bw if local > 1 else 0.0
-        if y > 1:
-            transfer = max(transfer, 2 * s / (links.adapters * links.inter_bw))
-        phases.append(Phase("double binary tree (pipelined)", "inter" if y > 1 else "intra",
-                            2 * ((local - 1) + depth), 2 * s, latency + transfer))
-    return [Phase(p.name, p.tier, p.steps, p.bytes_per_rank, p.seconds + links.call_latency)
-            for p in phases]
-
-
-def allreduce_time(algorithm, size_bytes, world_size, links, grid=None):
-    return sum(p.seconds for p in allreduce_phases(algorithm, size_bytes, world_size, links, grid))
-
-
-def best_grid(world_size, links, size_bytes):
-    """Every torus grid X x Y = world_size with its predicted time, fastest first."""
-    n = _positive_int(world_size, "world size")
-    rows = [{"grid": (x, n // x), "seconds": allreduce_time("torus2d", size_bytes, n, links,
-                                                            (x, n // x))}
-            for x in range(1, n + 1) if n % x == 0]
-    return sorted(rows, key=lambda r: (r["seconds"], r["grid"]))
-
-
-# --- compute and step time --------------------------------------------------------------------
-@dataclass(frozen=True)
-class Compute:
-    """compute(b) = overhead + b * per_image, through (ref_batch, images_per_s)."""
-    images_per_s: float
-    ref_batch: float
-    overhead_s: float
-    eval_images_per_s: float
-
-    @classmethod
-    def from_preset(cls, preset, speed=1.0):
-        p = get_preset(preset) if isinstance(preset, str) else preset
-        if not speed > 0:
-            raise SimError(f"speed={speed!r} must be positive")
-        return cls(p.train_images_per_s.value * speed, p.ref_batch.value,
-                   p.step_overhead_ms.value * 1e-3 / speed, p.eval_images_per_s.value * speed)
-
-    def seconds(self, local_batch):
-        per_image = (self.ref_batch / self.images_per_s - self.overhead_s) / self.ref_batch
-        if per_image <= 0:
-            raise SimError("the step overhead exceeds the whole reference step; lower it")
-        return self.overhead_s + local_batch * per_image
-
-
-def step_time(compute_s, allreduce_s, overlap=DEFAULT_OVERLAP, backward_fraction=BACKWARD_FRACTION):
-    if not 0 <= overlap <= 1:
-        raise SimError(f"overlap={overlap} must lie in [0, 1] (fraction of backward time)")
-    backward = backward_fraction * compute_s
-    hidden = min(allreduce_s, overlap * backward)
-    step = compute_s + allreduce_s - hidden
-    return {"compute_s": compute_s, "backward_s": backward, "allreduce_s": allreduce_s,
-            "hidden_s": hidden, "exposed_s": allreduce_s - hidden, "step_s": step,
-            "efficiency": compute_s / step}
-
-
-def predict_step(local_batch, world_size, local_size=None, preset="abci2-v100",
-                 algorithm="torus2d", grid=None, parameters=RESNET50_PARAMETERS,
-                 bytes_per_param=2, overlap=DEFAULT_OVERLAP, ring_channels=1, speed=1.0):
-    """Predicted step of data-parallel training: what train_resnet50.py --dry-run prints.
-
-    local_size overrides the preset's GPUs per node; bytes_per_param is the gradient wire
-    format (2 = fp16, 4 = fp32). Returns plain numbers (seconds) plus the phases.
-    """
-    p = get_preset(preset) if isinstance(preset, str) else preset
-    links = Links.from_preset(p, ring_channels)
-    if local_size is not None:
-        links = replace(links, local_size=_positive_int(local_size, "local size"))
-    local_batch = _positive_int(local_batch, "local batch")
-    size = parameters * bytes_per_param
-    x_y = None
-    if ALIASES.get(algorithm, algorithm) == "torus2d":
-        x_y = parse_grid(grid, world_size) if grid is not None else \
-            auto_grid(_positive_int(world_size, "world size"), links.local_size)
-    phases = allreduce_phases(algorithm, size, world_size, links, x_y)
-    compute = Compute.from_preset(p, speed).seconds(local_batch)
-    result = step_time(compute, sum(ph.seconds for ph in phases), overlap)
-    result.update(preset=p.name, algorithm=algorithm, grid=x_y, world_size=world_size,
-                  local_size=min(links.local_size, world_size), local_batch=local_batch,
-                  size_bytes=size,
-                  images_per_s=world_size * local_batch / result["step_s"],
-                  phases=[ph.__dict__ for ph in phases], overlap=overlap)
-    return result
-
-
-def describe_step(result):
-    """Lines for train_resnet50.py --dry-run from a predict_step() result."""
-    r = result
-    phases = ", ".join(f"{p['name']} {p['seconds'] * 1e3:.2f} ms ({p['tier']}, {p['steps']} steps)"
-                       for p in r["phases"]) or "none (one rank)"
-    grid = f" {r['grid'][0]}x{r['grid'][1]}" if r["grid"] else ""
-    return [f"predicted  {r['preset']}, {r['world_size']} GPUs ({r['local_size']} per node), "
-            f"{r['local_batch']} per GPU: step {r['step_s'] * 1e3:.1f} ms = compute "
-            f"{r['compute_s'] * 1e3:.1f} ms + exposed communication "
-            f"{r['exposed_s'] * 1e3:.1f} ms; "
-            f"{r['images_per_s']:,.0f} images/s, scaling efficiency {r['efficiency']:.1%}",
-            f"all-reduce {r['algorithm']}{grid} of {r['size_bytes'] / 1e6:.1f} MB: "
-            f"{r['allreduce_s'] * 1e3:.2f} ms = {phases}; overlap {r['overlap']:g} of backward "
-            "(tools/simulate.py model, not a measurement)"]
-
-
-# --- time to train ----------------------------------------------------------------------------
-def normalize_stages(stages):
-    """[{until_epoch, global_batch[, world_size]}] or [(until_epoch, global_batch)] -> dicts."""
-    out, previous = [], 0.0
-    if not stages:
-        raise SimError("no stages: give at least one {until_epoch, global_batch}")
-    for i, st in enumerate(stages):
-        st = dict(zip(("until_epoch", "global_batch", "world_size"), st)) \
-            if isinstance(st, (tuple, list)) else dict(st)
-        if "until_epoch" not in st or "global_batch" not in st:
-            raise SimError(f"stage {i} needs until_epoch and global_batch, got {st}")
-        until, batch = st["until_epoch"], st["global_batch"]
-        if not isinstance(until, (int, float)) or until <= previous:
-            raise SimError(f"stage {i}: until_epoch={until!r} must be a number above the "
-                           f"previous stage's {previous:g}")
-        _positive_int(batch, f"stage {i} global_batch")
-        out.append({"until_epoch": float(until), "global_batch": int(batch),
-                    "world_size": st.get("world_size")})
-        previous = float(until)
+def _stages(text):
+    """'5:34816,90:69632' -> [(5.0, 34816), (90.0, 69632)]."""
+    out = []
+    for part in text.split(","):
+        until, sep, batch = part.partition(":")
+        try:
+            out.append((float(until), int(batch)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"stage {part!r} is not UNTIL_EPOCH:GLOBAL_BATCH (e.g. 5:34816,90:69632)")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"stage {part!r} lacks ':' (e.g. 5:34816)")
     return out
 
 
-def time_to_train(stages, world_size, preset="abci2-v100", algorithm="torus2d", grid=None,
-                  local_size=None, parameters=RESNET50_PARAMETERS, bytes_per_param=2,
-                  overlap=DEFAULT_OVERLAP, images=IMAGENET_TRAIN_IMAGES, eval_every_epochs=0.0,
-                  val_images=IMAGENET_VAL_IMAGES, ring_channels=1, speed=1.0):
-    """Predicted seconds of a whole batch schedule, counted in samples like data/sampler.py."""
-    stages = normalize_stages(stages)
-    p = get_preset(preset) if isinstance(preset, str) else preset
-    rows, done, train_s = [], 0, 0.0
-    for i, st in enumerate(stages):
-        n = _positive_int(st["world_size"] or world_size, "world size")
-        if st["global_batch"] % n:
-            raise SimError(f"stage {i}: global_batch={st['global_batch']} is not divisible by "
-                           f"{n} GPUs; use a multiple of {n}")
-        step = predict_step(st["global_batch"] // n, n, local_size, p, algorithm,
-                            grid if st["world_size"] is None else None, parameters,
-                            bytes_per_param, overlap, ring_channels, speed)
-        steps = max(0, math.ceil((st["until_epoch"] * images - done) / st["global_batch"]))
-        done += steps * st["global_batch"]
-        rows.append({**st, "world_size": n, "local_batch": step["local_batch"], "steps": steps,
-                     "grid": step["grid"], "step_s": step["step_s"],
-                     "allreduce_s": step["allreduce_s"], "exposed_s": step["exposed_s"],
-                     "efficiency": step["efficiency"], "seconds": steps * step["step_s"]})
-        train_s += steps * step["step_s"]
-    eval_s, evals = 0.0, 0
-    if eval_every_epochs:
-        if eval_every_epochs < 0:
-            raise SimError(f"eval_every_epochs={eval_every_epochs} must be positive (0 = none)")
-        end = stages[-1]["until_epoch"]
-        evals = math.floor(end / eval_every_epochs + 1e-9)
-        evals += 0 if math.isclose(evals * eval_every_epochs, end) else 1
-        eval_s = evals * val_images / (rows[-1]["world_size"] * p.eval_images_per_s.value * speed)
-    return {"stages": rows, "train_s": train_s, "eval_s": eval_s, "evals": evals,
-            "total_s": train_s + eval_s, "epochs": stages[-1]["until_epoch"], "images": images,
-            "preset": p.name, "algorithm": algorithm, "overlap": overlap,
-            "bytes_per_param": bytes_per_param}
+def _common(p, batch=True):
+    p.add_argument("--preset", default="abci2-v100", help="abci2-v100 | abci3-h200")
+    p.add_argument("--params", type=_positive(int), default=sim.RESNET50_PARAMETERS,
+                   help="gradient elements (default ResNet-50: 25,557,032)")
+    p.add_argument("--bytes-per-param", type=_positive(int), default=2,
+                   help="gradient wire format: 2 = fp16 (default), 4 = fp32")
+    p.add_argument("--overlap", type=float, default=sim.DEFAULT_OVERLAP,
+                   help="fraction of backward that can hide the all-reduce (default 0.5)")
+    p.add_argument("--ring-channels", type=_positive(int), default=1,
+                   help="concurrent rings of a flat ring (1 = comm/'s ring; NCCL uses several)")
+    if batch:
+        p.add_argument("--local-batch", type=_positive(int), default=32)
 
 
-def scaling_rows(preset, gpu_counts, size_bytes, local_batch, overlap=DEFAULT_OVERLAP,
-                 algorithms=ALGORITHMS, ring_channels=1):
-    """Per GPU count: all-reduce seconds and weak-scaling efficiency of each algorithm."""
-    p = get_preset(preset) if isinstance(preset, str) else preset
-    links = Links.from_preset(p, ring_channels)
-    compute = Compute.from_preset(p).seconds(_positive_int(local_batch, "local batch"))
-    rows = []
-    for n in gpu_counts:
-        n = _positive_int(n, "GPU count")
-        row = {"gpus": n, "nodes": -(-n // links.local_size),
-               "grid": auto_grid(n, links.local_size)}
-        for a in algorithms:
-            t = allreduce_time(a, size_bytes, n, links)
-            row[a] = {"allreduce_s": t, "efficiency": step_time(compute, t, overlap)["efficiency"]}
-        rows.append(row)
-    return rows
+def build_parser():
+    p = Parser(prog="python -m tools.simulate", description=sim.__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    t = sub.add_parser("table", help="all-reduce ms and scaling efficiency per GPU count")
+    _common(t)
+    t.add_argument("--gpus", type=_int_list, default=list(GPU_COUNTS))
+    t.add_argument("--markdown", action="store_true")
+    pl = sub.add_parser("plot", help="PNG of all-reduce time and efficiency vs GPU count")
+    _common(pl)
+    pl.add_argument("--presets", default="abci2-v100,abci3-h200")
+    pl.add_argument("--out", default="docs/scale_model.png")
+    tt = sub.add_parser("ttt", help="time to train a batch schedule")
+    _common(tt, batch=False)
+    tt.add_argument("--gpus", type=_positive(int), help="world size (GPUs)")
+    tt.add_argument("--stages", type=_stages,
+                    help="UNTIL_EPOCH:GLOBAL_BATCH,... e.g. 5:34816,90:69632")
+    tt.add_argument("--config",
+                    help="a recipe YAML with a stages list (or train.global_batch/epochs)")
+    tt.add_argument("--algorithm", default="torus2d")
+    tt.add_argument("--grid", help="XxY (default: X = GPUs per node)")
+    tt.add_argument("--eval-every", type=float, default=0.0,
+                    help="epochs between evaluations (0 = none)")
+    tt.add_argument("--speed", type=_positive(float), default=1.0,
+                    help="multiply the preset's per-GPU throughput (what-if)")
+    pa = sub.add_parser("paper", help="the paper's runs: predicted beside reported")
+    _common(pa, batch=False)
+    pa.add_argument("--markdown", action="store_true")
+    g = sub.add_parser("grid", help="best torus grid for a node count")
+    _common(g, batch=False)
+    g.add_argument("--nodes", type=_positive(int), required=True)
+    g.add_argument("--top", type=_positive(int), default=5)
+    f = sub.add_parser("fit", help="fit alpha/beta on bench_comm --json output and check it")
+    f.add_argument("file")
+    f.add_argument("--fit-algorithm", default="ring")
+    f.add_argument("--fit-ranks", type=_positive(int))
+    f.add_argument("--fit-min-bytes", type=float, default=0.0)
+    f.add_argument("--fit-max-bytes", type=float, default=math.inf)
+    f.add_argument("--host-cores", type=_positive(int),
+                   help="shared-host reading: ranks share this many cores and one memory "
+                        "system (see scale_model/fit.py); default: one link per rank")
+    f.add_argument("--time-key", help="timing field to fit (default time_us; e.g. min_us)")
+    f.add_argument("--json", help="also write the full report here")
+    pr = sub.add_parser("presets", help="every preset number with its source (Markdown)")
+    pr.add_argument("names", nargs="*")
+    return p
 
 
-__all__ = ["ALGORITHMS", "Compute", "Links", "Phase", "PresetError", "SimError",
-           "allreduce_bytes_per_rank", "allreduce_phases", "allreduce_time", "auto_grid",
-           "best_grid", "describe_step", "normalize_stages", "parse_grid", "predict_step",
-           "ring_steps", "scaling_rows", "step_time", "time_to_train", "torus_steps"]
+# --- commands ---------------------------------------------------------------------------------
+def cmd_table(a):
+    size = a.params * a.bytes_per_param
+    rows = sim.scaling_rows(a.preset, a.gpus, size, a.local_batch, a.overlap,
+                            ring_channels=a.ring_channels)
+    compute = sim.Compute.from_preset(a.preset).seconds(a.local_batch)
+    print(f"# {a.preset}: all-reduce of {size / 1e6:.1f} MB, local batch {a.local_batch} "
+          f"(compute {compute * 1e3:.1f} ms/step), overlap {a.overlap:g}")
+    head = ["GPUs", "nodes", "torus grid"] + [f"{x} ms" for x in sim.ALGORITHMS] + \
+        [f"{x} eff" for x in sim.ALGORITHMS]
+    table = [[str(r["gpus"]), str(r["nodes"]), "x".join(map(str, r["grid"]))]
+             + [f"{r[x]['allreduce_s'] * 1e3:.2f}" for x in sim.ALGORITHMS]
+             + [f"{r[x]['efficiency'] * 100:.1f}%" for x in sim.ALGORITHMS] for r in rows]
+    _print_table(head, table, a.markdown)
+
+
+def cmd_plot(a):
+    names = [n.strip() for n in a.presets.split(",") if n.strip()]
+    for n in names:
+        simulate_presets.get_preset(n)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    size = a.params * a.bytes_per_param
+    fig, axes = plt.subplots(len(names), 2, figsize=(9, 3.2 * len(names)), squeeze=False)
+    for row, name in zip(axes, names):
+        rows = sim.scaling_rows(name, GPU_COUNTS, size, a.local_batch, a.overlap,
+                                ring_channels=a.ring_channels)
+        for algo in sim.ALGORITHMS:
+            style = "--" if algo == "nccl_tree" else "-"
+            row[0].plot([r["gpus"] for r in rows], [r[algo]["allreduce_s"] * 1e3 for r in rows],
+                        style, marker="o", ms=3, label=algo)
+            row[1].plot([r["gpus"] for r in rows], [r[algo]["efficiency"] * 100 for r in rows],
+                        style, marker="o", ms=3, label=algo)
+        row[0].set(xscale="log", yscale="log", ylabel="all-reduce (ms)",
+                   title=f"{name}: {size / 1e6:.0f} MB gradients")
+        row[1].set(xscale="log", ylabel="scaling efficiency (%)", ylim=(0, 102),
+                   title=f"{name}: {a.local_batch}/GPU, overlap {a.overlap:g}")
+        for ax in row:
+            ax.set_xlabel("GPUs")
+            ax.grid(alpha=0.3)
+        row[1].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Predicted by python -m tools.simulate plot (alpha-beta model; not measured)",
+                 fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    tmp = a.out + ".tmp.png"
+    fig.savefig(tmp, dpi=72)
+    os.replace(tmp, a.out)
+    print(f"wrote {a.out}")
+
+
+def stages_from_config(path):
+    """Loose read of a recipe: a 'stages' list anywhere, else train.global_batch/epochs."""
+    import yaml
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise sim.SimError(f"cannot read config {path}: {e.strerror}")
+    except yaml.YAMLError as e:
+        raise sim.SimError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}")
+
+    def find(node):
+        if isinstance(node, dict):
+            st = node.get("stages")
+            if isinstance(st, list) and st and all(isinstance(s, dict) for s in st):
+                return st
+            for v in node.values():
+                found = find(v)
+                if found:
+                    return found
+        return None
+    stages = find(doc)
+    if stages:
+        return sim.normalize_stages(stages)
+    train = doc.get("train", {}) if isinstance(doc, dict) else {}
+    if "global_batch" in train and "epochs" in train:
+        return sim.normalize_stages([(train["epochs"], train["global_batch"])])
+    raise sim.SimError(f"{path} has no stages list and no train.global_batch/train.epochs; "
+                       "pass --stages UNTIL:BATCH,...")
+
+
+def cmd_ttt(a):
+    if (a.stages is None) == (a.config is None):
+        raise sim.SimError("give exactly one of --stages or --config")
+    stages = a.stages if a.stages is not None else stages_from_config(a.config)
+    if a.gpus is None and not all(isinstance(s, dict) and s.get("world_size") for s in stages):
+        raise sim.SimError("--gpus is required (the world size the schedule runs on)")
+    r = sim.time_to_train(stages, a.gpus, a.preset, a.algorithm, a.grid, None, a.params,
+                          a.bytes_per_param, a.overlap, eval_every_epochs=a.eval_every,
+                          ring_channels=a.ring_channels, speed=a.speed)
+    _print_ttt(r)
+
+
+def _print_ttt(r):
+    head = ["until epoch", "global batch", "GPUs", "per GPU", "grid", "steps", "step ms",
+            "all-reduce ms", "exposed ms", "efficiency", "seconds"]
+    rows = [[f"{s['until_epoch']:g}", str(s["global_batch"]), str(s["world_size"]),
+             str(s["local_batch"]), "x".join(map(str, s["grid"])) if s["grid"] else "-",
+             str(s["steps"]), f"{s['step_s'] * 1e3:.2f}", f"{s['allreduce_s'] * 1e3:.2f}",
+             f"{s['exposed_s'] * 1e3:.2f}", f"{s['efficiency'] * 100:.1f}%", f"{s['seconds']:.1f}"]
+            for s in r["stages"]]
+    _print_table(head, rows, False)
+    print(f"train {r['train_s']:.1f} s + eval {r['eval_s']:.1f} s ({r['evals']} passes) = "
+          f"{r['total_s']:.1f} s  [{r['preset']}, {r['algorithm']}, overlap {r['overlap']:g}, "
+          f"{8 * r['bytes_per_param']}-bit gradients]")
+
+
+def implied_speed(run, a):
+    """Throughput multiplier that makes the predicted time equal the reported one."""
+    def total(speed):
+        return sim.time_to_train(run["stages"], run["gpus"], a.preset, "torus2d", None, None,
+                                 a.params, a.bytes_per_param, a.overlap,
+                                 ring_channels=a.ring_channels, speed=speed)["total_s"]
+    lo, hi = 1e-3, 1e3
+    for _ in range(100):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if total(mid) > run["reported_s"] else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
+def cmd_paper(a):
+    preset = simulate_presets.get_preset(a.preset)
+    compute = sim.Compute.from_preset(preset)
+    head = ["run", "GPUs", "reported", "predicted (torus2d)", "torus2d, overlap 0 / 1", "ring",
+            "hierarchical", "implied per-GPU img/s at 32"]
+    rows, notes = [], []
+    for run in PAPER_RUNS:
+        def total(algo, overlap=a.overlap):
+            return sim.time_to_train(run["stages"], run["gpus"], preset, algo, None, None,
+                                     a.params, a.bytes_per_param, overlap,
+                                     ring_channels=a.ring_channels)["total_s"]
+        speed = implied_speed(run, a)
+        rows.append([run["name"], f"{run['gpus']:,}", f"{run['reported_s']:g} s",
+                     f"{total('torus2d'):.0f} s",
+                     f"{total('torus2d', 0.0):.0f} / {total('torus2d', 1.0):.0f} s",
+                     f"{total('ring'):.0f} s", f"{total('hierarchical'):.0f} s",
+                     f"{32 / compute.seconds(32) * speed:.0f}"])
+        notes += [f"{run['name']}: {x}" for x in run["assumptions"]]
+    eff = sim.predict_step(EFFICIENCY_RUN["local_batch"], EFFICIENCY_RUN["gpus"], None, preset,
+                           "torus2d", None, a.params, a.bytes_per_param, a.overlap,
+                           a.ring_channels)
+    eff_range = [sim.predict_step(EFFICIENCY_RUN["local_batch"], EFFICIENCY_RUN["gpus"], None,
+                                  preset, "torus2d", None, a.params, a.bytes_per_param, o,
+                                  a.ring_channels)["efficiency"] * 100 for o in (0.0, 1.0)]
+    rows.append(["scaling efficiency", f"{EFFICIENCY_RUN['gpus']:,}",
+                 f"{EFFICIENCY_RUN['reported'] * 100:.2f}%", f"{eff['efficiency'] * 100:.1f}%",
+                 f"{eff_range[0]:.1f}% / {eff_range[1]:.1f}%", "", "", ""])
+    notes += [f"efficiency: {x}" for x in EFFICIENCY_RUN["assumptions"]]
+    print(f"# preset {preset.name}; {8 * a.bytes_per_param}-bit gradients "
+          f"({a.params:,} parameters); overlap {a.overlap:g}; per-GPU compute "
+          f"{32 / compute.seconds(32):.0f} img/s at 32 per GPU, "
+          f"{16 / compute.seconds(16):.0f} at 16 "
+          "(from the preset's published throughput); eval and start-up not counted")
+    _print_table(head, rows, a.markdown)
+    print("assumptions:")
+    for n in notes:
+        print(f"  - {n}")
+    print("  - 'implied' = the per-GPU throughput at 32 images/GPU that makes the torus2d "
+          "prediction equal the reported time, everything else unchanged")
+
+
+def cmd_grid(a):
+    links = sim.Links.from_preset(a.preset, a.ring_channels)
+    n = a.nodes * links.local_size
+    size = a.params * a.bytes_per_param
+    rows = sim.best_grid(n, links, size)
+    auto = sim.auto_grid(n, links.local_size)
+    auto_s = sim.allreduce_time("torus2d", size, n, links, auto)
+    print(f"# {a.preset}: {a.nodes} nodes x {links.local_size} = {n} GPUs, {size / 1e6:.1f} MB; "
+          f"auto grid {auto[0]}x{auto[1]} = {auto_s * 1e3:.2f} ms")
+    _print_table(["grid", "all-reduce ms", "vs auto"],
+                 [[f"{r['grid'][0]}x{r['grid'][1]}", f"{r['seconds'] * 1e3:.2f}",
+                   f"{r['seconds'] / auto_s:.2f}x"] for r in rows[:a.top]], False)
+
+
+def cmd_fit(a):
+    rows = simulate_fit.read_rows(a.file, a.time_key)
+    r = simulate_fit.calibrate(rows, a.fit_algorithm, a.fit_ranks, a.fit_min_bytes,
+                               a.fit_max_bytes, a.host_cores)
+    print(f"# fit on {a.fit_algorithm} rows (ranks {a.fit_ranks or 'any'}, bytes "
+          f"{a.fit_min_bytes:g}..{a.fit_max_bytes:g}"
+          f"{f', shared host of {a.host_cores} cores' if a.host_cores else ''}): "
+          f"alpha {r['alpha_s'] * 1e6:.2f} us/step, "
+          f"beta {r['beta_s_per_byte'] * 1e9:.4f} ns/B ({r['bandwidth_GBps']:.2f} GB/s)")
+    _print_table(["algorithm", "ranks", "grid", "bytes", "measured us", "predicted us", "error",
+                  "fitted"],
+                 [[x["algorithm"], str(x["ranks"]), x["grid"] or "-", f"{x['bytes']:.0f}",
+                   f"{x['measured_us']:.1f}", f"{x['predicted_us']:.1f}",
+                   f"{x['error'] * 100:+.0f}%", "yes" if x["fitted"] else ""]
+                  for x in r["rows"]], False)
+    print("summary (|error|):")
+    _print_table(["algorithm", "rows", "fitted", "median", "max", "within 25%"],
+                 [[s["algorithm"], str(s["rows"]), "yes" if s["fitted"] else "held out",
+                   f"{s['median_abs_error'] * 100:.0f}%", f"{s['max_abs_error'] * 100:.0f}%",
+                   f"{s['within_25pct'] * 100:.0f}%"] for s in r["summary"]], False)
+    if a.json:
+        tmp = a.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(r, f, indent=1)
+        os.replace(tmp, a.json)
+
+
+def cmd_presets(a):
+    print(simulate_presets.markdown_table(a.names or None))
+
+
+def _print_table(head, rows, markdown):
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join(" --- " for _ in head) + "|")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    for r in [head] + rows:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+
+
+COMMANDS = {"table": cmd_table, "plot": cmd_plot, "ttt": cmd_ttt, "paper": cmd_paper,
+            "grid": cmd_grid, "fit": cmd_fit, "presets": cmd_presets}
+
+
+def main(argv=None):
+    try:
+        args = build_parser().parse_args(argv)
+        if hasattr(args, "preset"):
+            simulate_presets.get_preset(args.preset)
+        if hasattr(args, "overlap") and not 0 <= args.overlap <= 1:
+            raise sim.SimError(f"--overlap {args.overlap} must lie in [0, 1]")
+        COMMANDS[args.command](args)
+    except (sim.SimError, PresetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    from tools.simulate_cli import main
     sys.exit(main())

@@ -92,9 +92,9 @@ def preset_for(local_size, name=None):
 
 
 def print_predictions(cfg, schedule, world_size, local_size, preset):
-    """Predicted step, all-reduce and time-to-train from tools/simulate.py, per stage."""
-    from tools import simulate
-    from tools.simulate_presets import PresetError
+    """Predicted step, all-reduce and time-to-train from the scale model, per stage."""
+    from scale_model import model as simulate
+    from scale_model.presets import PresetError
     grid = None if cfg.comm.grid == "auto" else tuple(map(int, cfg.comm.grid.split("x")))
     bytes_per_param = 2 if cfg.type_config == "half" else 4
     try:

@@ -8,7 +8,7 @@ is needed for torus2d rows. Accepted key spellings are listed in RANK_KEYS etc. 
 The fit treats the machine as ONE tier (all ranks on one host, as here): every step of every
 algorithm costs alpha + bytes * beta, so a row's predicted time is
     alpha * (sum of its steps) + beta * (sum of bytes each rank sends),
-with the step and byte counts taken from tools/simulate.py's phases. ``native`` (the MPI
+with the step and byte counts taken from scale_model/model.py's phases. ``native`` (the MPI
 library's own Allreduce) is predicted as recursive halving/doubling (Rabenseifner:
 2*ceil(log2 n) steps, 2(n-1)/n * S bytes), Open MPI's usual large-message choice; that is an
 assumption about the library, so its error says as much about that guess as about the model.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.simulate import Links, SimError, allreduce_phases, parse_grid
+from .model import Links, SimError, allreduce_phases, parse_grid
 
 RANK_KEYS = ("ranks", "nranks", "n", "world_size", "np")
 BYTES_KEYS = ("bytes", "size_bytes", "nbytes", "size")

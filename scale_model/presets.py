@@ -1,4 +1,4 @@
-"""Hardware presets for the scale model (tools/simulate.py): every number carries its source.
+"""Hardware presets for the scale model (scale_model/model.py): every number carries its source.
 
 Each numeric field is a ``Sourced(value, status, source)``. ``status`` says how much to trust it:
 
@@ -8,7 +8,7 @@ Each numeric field is a ``Sourced(value, status, source)``. ``status`` says how 
     assumed    our choice where no source was found; change it if you know better
 
 The README's "Scale model" section prints this table with ``python -m tools.simulate presets``.
-Only numpy/stdlib: train_resnet50.py --dry-run imports this through tools/simulate.py.
+Only numpy/stdlib: train_resnet50.py --dry-run imports this through scale_model.
 """
 from dataclasses import dataclass, fields
 
