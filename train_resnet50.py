@@ -5,6 +5,7 @@
     mpirun -np 4 python train_resnet50.py --config configs/cpu_demo.yaml --set comm.grid=2x2
     python train_resnet50.py --config configs/paper_224s.yaml --dry-run --world-size 2176 --local-size 4
     python train_resnet50.py --config configs/cpu_demo.yaml --output-dir runs/demo --resume
+    mpirun -np 4 python train_resnet50.py --config configs/cpu_demo.yaml --rehearse-gpu
 
 The run writes OUTPUT_DIR/config.yaml (the resolved config), log.jsonl (one JSON object per
 event), summary.json, checkpoints/step-*.npz and final_params.h5. README: "Logs", "Resume".
@@ -33,7 +34,7 @@ from schedules.batch import ScheduleError  # noqa: E402
 from schedules.schedule import TrainingSchedule  # noqa: E402
 from training import loss_scaling, run_state  # noqa: E402
 from training.config import ConfigError, dump_yaml, load_config, to_dict  # noqa: E402
-from training.device import Exchange, check_gpu_stack, contexts  # noqa: E402
+from training.device import Exchange, backward, check_gpu_stack, contexts  # noqa: E402
 from training.dry_run import (IMAGENET_TRAIN_IMAGES, preset_for, print_gpu_plan,  # noqa: E402
                               print_plan, print_predictions)
 from training.evaluate import average_bn_statistics, evaluate  # noqa: E402
@@ -72,6 +73,10 @@ def parse_args(argv):
                    help="dry run: predict step and all-reduce times on this cluster preset of "
                         "scale_model/presets.py (default: abci2-v100 with --local-size 4, abci3-h200 "
                         "with 8)")
+    p.add_argument("--rehearse-gpu", action="store_true",
+                   help="run the GPU path (device=gpu) on CPU ranks: nnabla's CPU contexts for "
+                        "cudnn's, rehearsal/'s double of nnabla's NCCL communicator (README "
+                        "\"GPU\"); for machines without a GPU")
     p.add_argument("--param-digest", action="store_true",
                    help="every rank writes OUTPUT_DIR/param_digest.rank<R> at the end: sha256 of "
                         "the trained parameters and of the BN statistics, one line each "
@@ -185,26 +190,46 @@ def main(argv=None):
         cfg.data.dir = args.data_dir
     recipe = os.path.splitext(os.path.basename(args.config or "default"))[0]
     output_dir = args.output_dir or os.path.join("runs", recipe)
+    rehearse = args.rehearse_gpu
+    if rehearse:
+        if args.dry_run:
+            fail("--rehearse-gpu runs the GPU path on CPU ranks and --dry-run runs nothing: "
+                 "drop one of them")
+        cfg.device = "gpu"
+        import rehearsal
     gpu = cfg.device == "gpu" and not args.dry_run   # a dry run plans on any machine
-    if gpu:     # each missing piece of the GPU stack is one line, before any work
+    if gpu and not rehearse:  # each missing piece of the GPU stack is one line, before any work
         problems = check_gpu_stack(multi_rank=launched_by_mpi())
         if problems:
             sys.exit("\n".join(f"error: {p}" for p in problems))
+
+    def gpu_contexts(device_id=0):    # a rehearsal's CPU contexts stand in for cudnn's
+        return rehearsal.contexts(cfg.type_config) if rehearse else \
+            contexts("gpu", cfg.type_config, device_id)
+
     # One process: a local communicator. Under mpirun: cfg.comm's algorithm and grid, on MPI
     # (CPU, numpy) or on nnabla's NCCL communicator (GPU, NdArrays); NCCL picks the device.
-    ctx, float_ctx = contexts("gpu" if gpu else "cpu", cfg.type_config)
+    ctx, float_ctx = gpu_contexts() if gpu else contexts("cpu", cfg.type_config)
+    nccl = gpu and launched_by_mpi()
     try:
-        comm = create_communicator(cfg.comm.algorithm, cfg.comm.grid,
-                                   backend="nccl" if gpu and launched_by_mpi() else "mpi",
-                                   bucket_mb=cfg.comm.bucket_mb, wire_dtype=cfg.comm.wire_dtype,
-                                   timeout_s=cfg.comm.timeout_s,
-                                   **({"ctx": ctx} if gpu and launched_by_mpi() else {}))
+        comm = create_communicator(
+            cfg.comm.algorithm, cfg.comm.grid, backend="nccl" if nccl else "mpi",
+            bucket_mb=cfg.comm.bucket_mb, wire_dtype=cfg.comm.wire_dtype,
+            timeout_s=cfg.comm.timeout_s, **({"ctx": ctx} if nccl else {}),
+            **({"nnabla_communicator": rehearsal.MultiProcessDataParallelCommunicator}
+               if nccl and rehearse else {}))
     except CommError as e:
         fail(str(e))
-    if gpu:     # the rank's GPU: its local rank on the node, as nnabla-examples does
-        ctx, float_ctx = contexts("gpu", cfg.type_config, comm.local_rank)
+    if gpu:     # the rank's GPU: its local rank on the node, as nnabla-examples do
+        ctx, float_ctx = gpu_contexts(comm.local_rank)
     rank0 = comm.rank == 0
     say = print if rank0 else (lambda *a, **k: None)
+    if rehearse:     # said once, in the run's first lines
+        for line in rehearsal.NOT_REHEARSED:
+            say(line)
+        if cfg.data.device == "gpu":
+            say(rehearsal.DATA_ON_CPU)
+            cfg.data.device = "cpu"
 
     listing, schedule, world_size, resume = check_and_plan(args, cfg, comm, output_dir, say)
 
@@ -333,8 +358,7 @@ def main(argv=None):
                 except DataError as e:   # a broken image: one line naming it and the fix
                     fail(str(e), comm)
             train_net.loss.forward(clear_no_need_grad=True)
-            train_net.loss.backward(scale.scale if half else 1.0, clear_buffer=True,
-                                    communicator_callbacks=overlap)
+            backward(train_net.loss, scale.scale if half else 1.0, overlap)
             local_loss += float(train_net.loss.d) / stage.accumulation
 
         # One collective carries the gradients, every rank's loss and any stop request, so

@@ -29,11 +29,15 @@ def launched_by_mpi():
 
 def create(algorithm="torus2d", grid=None, backend="mpi", **options):
     """A communicator for this job. Options: bucket_mb, wire_dtype, timeout_s (0: no
-    watchdog); with backend="nccl" also ctx (the nnabla context). Raises CommError (one line,
+    watchdog); with backend="nccl" also ctx (the nnabla context) and optionally
+    nnabla_communicator (what makes nnabla's communicator from ctx; default
+    nnabla.communicators.MultiProcessDataParallelCommunicator, rehearsal/ passes its double).
+    Raises CommError (one line,
     the same on every rank, before any collective) for a bad argument or a grid that does not
     match the number of ranks."""
     opts = dict(DEFAULTS)
     ctx = options.pop("ctx", None)
+    factory = options.pop("nnabla_communicator", None)
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise CommError(f"comm.create: unknown option(s) {sorted(unknown)}; valid: "
@@ -54,7 +58,7 @@ def create(algorithm="torus2d", grid=None, backend="mpi", **options):
     shape = parse_grid(grid)
     if backend == "nccl":
         from .nccl import NcclCommunicator
-        return NcclCommunicator(ctx, algorithm, grid, **opts)
+        return NcclCommunicator(ctx, algorithm, grid, communicator_factory=factory, **opts)
     if not launched_by_mpi():
         if shape is not None and shape != (1, 1):
             raise CommError(f"comm.grid={grid} has {shape[0] * shape[1]} ranks but the job has "

@@ -36,7 +36,7 @@ class NcclCommunicator:
     backend = "nccl"
 
     def __init__(self, ctx, algorithm="torus2d", grid=None, bucket_mb=4.0, wire_dtype=None,
-                 timeout_s=300.0, nnabla_comm=None):
+                 timeout_s=300.0, nnabla_comm=None, communicator_factory=None):
         if algorithm not in NCCL_ALGORITHMS:
             raise CommError(f"comm.algorithm={algorithm!r} needs point-to-point calls that "
                             f"nnabla's communicator lacks; on nccl use one of "
@@ -48,8 +48,10 @@ class NcclCommunicator:
             if ctx is None:
                 raise CommError("backend nccl needs ctx=the nnabla extension context "
                                 "(get_extension_context('cudnn', ...))")
-            import nnabla.communicators as C
-            nnabla_comm = C.MultiProcessDataParallelCommunicator(ctx)
+            if communicator_factory is None:
+                import nnabla.communicators as C
+                communicator_factory = C.MultiProcessDataParallelCommunicator
+            nnabla_comm = communicator_factory(ctx)
             nnabla_comm.init()
         self.nc = nnabla_comm
         self.algorithm = algorithm

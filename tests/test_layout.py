@@ -32,6 +32,9 @@ FORBIDDEN = [  # (files, top-level packages they must not import)
     (("data/*.py",), {"comm", "models", "training", "tools", "mpi4py"}),
     (("schedules/*.py",), {"nnabla", "mpi4py", "comm", "data", "models", "training", "tools"}),
     (("scale_model/*.py",), {"nnabla", "mpi4py", "comm", "data", "models", "training", "tools"}),
+    # the double of nnabla's communicator stands in for nnabla-ext-cuda: nothing of ours
+    (("rehearsal/*.py",), {"comm", "data", "models", "training", "schedules", "tools",
+                           "nnabla_ext"}),
 ]
 
 

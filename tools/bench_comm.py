@@ -2,6 +2,7 @@
 """All-reduce benchmark of comm/'s algorithms, nccl-tests style. Run it under mpirun:
 
     mpirun -np 4 python tools/bench_comm.py --grid 2x2 --check --json runs/bench_comm.jsonl
+    mpirun -np 4 python tools/bench_comm.py --rehearse-gpu --backend nccl --check --grid 2x2
     make bench-comm NP=4 GRID=2x2 BENCH_COMM_ARGS="--max-bytes 16M"
 
 Messages: one float32 array of 4 KB, 16 KB, ... up to --max-bytes (x --factor each row), then
@@ -63,6 +64,10 @@ def parse_args(argv):
     p.add_argument("--backend", choices=["mpi", "nccl"], default="mpi",
                    help="nccl: nnabla-ext-cuda's communicator on each rank's GPU (local rank), "
                         "on NdArrays; NOT VERIFIED ON A GPU by this project (default mpi)")
+    p.add_argument("--rehearse-gpu", action="store_true",
+                   help="with --backend nccl: comm/'s NCCL backend on CPU ranks, over "
+                        "rehearsal/'s double of nnabla's communicator (correctness only: the "
+                        "times are the double's, on the CPU, not NCCL's)")
     p.add_argument("--json", help="also write one JSON object per row to this file (rank 0)")
     return p.parse_args(argv)
 
@@ -118,10 +123,18 @@ class Device:
     """Where the benchmark's arrays live: numpy on the host (mpi) or nnabla NdArrays on this
     rank's GPU (nccl, whose collectives are asynchronous: ``sync`` waits for them)."""
 
-    def __init__(self, backend):
+    def __init__(self, backend, rehearse=False):
         self.backend = backend
+        self.rehearse = rehearse
         self.ctx = None
-        if backend == "nccl":
+        self.factory = {}
+        if backend == "nccl" and rehearse:
+            import nnabla as nn
+            import rehearsal
+            self.ctx = rehearsal.contexts("float")[0]
+            self.factory = {"nnabla_communicator": rehearsal.MultiProcessDataParallelCommunicator}
+            nn.set_default_context(self.ctx)
+        elif backend == "nccl":
             import nnabla as nn
             from nnabla.ext_utils import get_extension_context
             from training.device import check_gpu_stack
@@ -142,7 +155,7 @@ class Device:
         return arrays
 
     def sync(self):
-        if self.backend == "nccl":
+        if self.backend == "nccl" and not self.rehearse:
             import nnabla_ext.cuda
             nnabla_ext.cuda.synchronize(device_id=self.device_id)
 
@@ -207,20 +220,26 @@ def main(argv=None):
     names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     if args.backend == "nccl":     # plain is MPI's reference; ring needs point-to-point calls
         names = [a for a in names if a not in ("plain", "ring")]
-    device = Device(args.backend)
+    if args.rehearse_gpu and args.backend != "nccl":
+        sys.exit("error: --rehearse-gpu rehearses the GPU path: add --backend nccl")
+    device = Device(args.backend, args.rehearse_gpu)
     impls = []
     try:
         for name in names:
             impls.append(Plain() if name == "plain" else comm.create(
                 name, args.grid, backend=args.backend, bucket_mb=args.bucket_mb,
                 wire_dtype=args.wire_dtype, timeout_s=args.timeout_s,
-                **({"ctx": device.ctx} if device.ctx else {})))
+                **({"ctx": device.ctx} if device.ctx else {}), **device.factory))
     except comm.CommError as e:
         sys.exit(f"error: {e}")
     grid = next((c.grid for c in impls if hasattr(c, "grid")), (n, 1))
     rank0 = WORLD.rank == 0
     wire = args.wire_dtype or "float32"
     json_file = open(args.json, "w") if (args.json and rank0) else None
+    if rank0 and args.rehearse_gpu:
+        import rehearsal
+        for line in rehearsal.NOT_REHEARSED:
+            print("# " + line)
     if rank0:
         print(f"# comm benchmark: {n} ranks, grid {grid[0]}x{grid[1]}, bucket_mb "
               f"{args.bucket_mb:g}, wire {wire}, {MPI.Get_library_version().split(',')[0]}, "

@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 import nnabla as nn
+from nnabla._variable import CommunicatorBackwardCallback
 from nnabla.ext_utils import get_extension_context
 
 # The install step every missing piece of the GPU stack points to.
@@ -79,6 +80,19 @@ def contexts(device, type_config, device_id=0):
 def device_count():
     import nnabla_ext.cuda
     return nnabla_ext.cuda.get_device_count()
+
+
+def backward(loss, grad, callback=None):
+    """``loss.backward(grad, clear_buffer=True)``, with ``callback`` (Exchange.backward_callback)
+    reducing gradients during it. nnabla's graph calls a communicator callback's
+    ``on_finish_function_backward(f)`` after each function and ``on_finish_backward()`` at
+    the end (computation_graph/variable.cpp); a Python callback (rehearsal/'s double) cannot
+    enter that C++ list, so it gets the same two calls: the first as function_post_hook."""
+    if callback is None or isinstance(callback, CommunicatorBackwardCallback):
+        loss.backward(grad, clear_buffer=True, communicator_callbacks=callback)
+        return
+    loss.backward(grad, clear_buffer=True, function_post_hook=callback.on_finish_function_backward)
+    callback.on_finish_backward()
 
 
 class Exchange:
