@@ -102,12 +102,6 @@ def git_commit():
         return None
 
 
-def all_ranks_equal(comm, value):
-    mean = np.array([value], np.float64)
-    comm.all_reduce([mean], average=True)
-    return float(mean[0]) == float(value)
-
-
 def crossed(before, after, every):
     """Did progress cross a multiple of ``every`` (epochs) between two points?"""
     return every > 0 and math.floor(after / every + 1e-9) > math.floor(before / every + 1e-9)
@@ -183,19 +177,18 @@ def check_and_plan(args, cfg, comm, output_dir, say):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.set)
+        cfg = load_config(args.config, args.set + (["device=gpu"] if args.rehearse_gpu else []))
     except ConfigError as e:
         fail(str(e))
     if args.data_dir:
         cfg.data.dir = args.data_dir
     recipe = os.path.splitext(os.path.basename(args.config or "default"))[0]
     output_dir = args.output_dir or os.path.join("runs", recipe)
-    rehearse = args.rehearse_gpu
+    rehearse = args.rehearse_gpu     # implies device=gpu (set above, before the checks)
     if rehearse:
         if args.dry_run:
             fail("--rehearse-gpu runs the GPU path on CPU ranks and --dry-run runs nothing: "
                  "drop one of them")
-        cfg.device = "gpu"
         import rehearsal
     gpu = cfg.device == "gpu" and not args.dry_run   # a dry run plans on any machine
     if gpu and not rehearse:  # each missing piece of the GPU stack is one line, before any work
@@ -230,6 +223,9 @@ def main(argv=None):
         if cfg.data.device == "gpu":
             say(rehearsal.DATA_ON_CPU)
             cfg.data.device = "cpu"
+        if cfg.model.channel_last:
+            say(rehearsal.NCHW_ON_CPU)
+            cfg.model.channel_last = False
 
     listing, schedule, world_size, resume = check_and_plan(args, cfg, comm, output_dir, say)
 
@@ -260,7 +256,7 @@ def main(argv=None):
     optimizer = Optimizer(params, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.optimizer,
                           cfg.optim.lars_coefficient, cfg.optim.lars_eps)
     all_params = {**params, **statistics}
-    exchange = Exchange(comm, params)
+    exchange = Exchange(comm, params, cfg.comm.backward_callback)
     half = cfg.type_config == "half"
     scale = loss_scaling.LossScale(cfg.loss_scale.initial) if half else None
 
@@ -269,7 +265,7 @@ def main(argv=None):
     if resume is not None:
         path = resume[0]
         step, meta = run_state.restore(resume, all_params, optimizer, schedule)
-        if not all_ranks_equal(comm, step):
+        if not run_state.same_on_every_rank(comm, step):
             fail(f"ranks found different checkpoints (rank {comm.rank}: step {step}): is "
                  f"{output_dir} on a file system every node sees?", comm)
         if half and meta.get("loss_scale"):

@@ -114,14 +114,16 @@ class MpiCommunicator:
         MPI.COMM_WORLD.Abort(code)
 
     # --- public API ---------------------------------------------------------------------------
-    def all_reduce(self, arrays, average=False):
-        """Sum (or mean) of ``arrays`` over all ranks, in place; returns ``arrays``."""
+    def all_reduce(self, arrays, average=False, full_precision=False):
+        """Sum (or mean) of ``arrays`` over all ranks, in place; returns ``arrays``.
+        ``full_precision``: never narrowed to comm.wire_dtype, float16 summed as float32 (for
+        metric totals, step numbers, BN statistics); each result is rounded once."""
         if self.size == 1:
             _flat_views(arrays)          # the same input checks as with many ranks
             return arrays
         t_start = time.perf_counter()
         flats = _flat_views(arrays)
-        layout = self._layout(flats)
+        layout = self._layout(flats, full_precision)
         self._seq += 1
         scale = 1.0 / self.size if average else None
         nb = len(layout.buckets)
@@ -265,14 +267,14 @@ class MpiCommunicator:
             nbytes = plan.collective_bytes(kind, nbytes, group_size)
         self.counters_.add(phase, dt, calls=1, nbytes=nbytes, steps=steps or 0)
 
-    def _layout(self, flats):
+    def _layout(self, flats, full_precision=False):
         sizes = tuple(f.size for f in flats)
         dtypes = tuple(f.dtype.str for f in flats)
-        key = (sizes, dtypes)
+        key = (sizes, dtypes, full_precision)
         layout = self._layouts.get(key)
         if layout is None:
             layout = plan.bucket_layout(sizes, dtypes, self.bucket_bytes, self.multiple,
-                                        self.wire_dtype)
+                                        self.wire_dtype, full_precision=full_precision)
             self._check_same_everywhere(key, layout)
             if len(self._layouts) > 32:
                 self._layouts.clear()

@@ -21,7 +21,8 @@ WIRE_DTYPES = (None, "float32", "float16")
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 # Every phase any backend runs, with a fixed code so ranks can read each other's position.
 PHASE_NAMES = ("pack", "unpack", "rs_row", "ar_col", "ag_row", "reduce_row", "ar_leaders",
-               "bcast_row", "rs_ring", "ag_ring", "ar_world", "check", "bcast", "barrier")
+               "bcast_row", "rs_ring", "ag_ring", "ar_world", "check", "bcast", "barrier",
+               "sync")
 
 
 class CommError(ValueError):
@@ -217,30 +218,37 @@ class Layout:
         return max((b.padded for b in self.buckets if b.wire == wire), default=0)
 
 
-def wire_dtype_of(dtype, wire_dtype=None, floats_only=True):
-    """The wire type of an array: its own, or narrower if ``wire_dtype`` asks for it."""
+def wire_dtype_of(dtype, wire_dtype=None, floats_only=True, full_precision=False):
+    """The wire type of an array: its own, or narrower if ``wire_dtype`` asks for it. With
+    ``full_precision`` never narrower, and float16 travels (and sums) as float32: for values
+    that must stay exact (metric totals, step numbers, BN statistics)."""
     dtype = np.dtype(dtype)
     if floats_only and dtype not in FLOAT_DTYPES:
         raise CommError(f"cannot all-reduce arrays of {dtype}; use float16, float32 or float64")
+    if full_precision:
+        return np.promote_types(dtype, np.float32) if dtype.kind == "f" else dtype
     if wire_dtype is None:
         return dtype
     wire = np.dtype(wire_dtype)
     return wire if wire.itemsize < dtype.itemsize else dtype
 
 
-def bucket_layout(sizes, dtypes, bucket_bytes, multiple=1, wire_dtype=None, floats_only=True):
+def bucket_layout(sizes, dtypes, bucket_bytes, multiple=1, wire_dtype=None, floats_only=True,
+                  full_precision=False):
     """Fuse arrays into flat buckets of at most ``bucket_bytes`` per wire dtype.
 
     Arrays are laid end to end in input order (one stream per wire dtype, in order of first
     appearance) and the stream is cut every ``bucket_bytes``, so a large array may span
     buckets and many small ones share one. Each bucket is padded with zeros to a multiple of
     ``multiple`` elements so it splits into equal chunks. Empty arrays take no space.
+    ``full_precision``: see ``wire_dtype_of``.
     """
     if len(sizes) != len(dtypes):
         raise CommError("bucket_layout: sizes and dtypes differ in length")
     streams = {}
     for i, (n, dt) in enumerate(zip(sizes, dtypes)):
-        streams.setdefault(wire_dtype_of(dt, wire_dtype, floats_only), []).append((i, int(n)))
+        wire = wire_dtype_of(dt, wire_dtype, floats_only, full_precision)
+        streams.setdefault(wire, []).append((i, int(n)))
     buckets = []
     for wire, members in streams.items():
         cap = max(multiple, int(bucket_bytes) // wire.itemsize // multiple * multiple)

@@ -23,6 +23,8 @@ NOT_REHEARSED = (
     "GPU decoding, and any speed (every time printed is a CPU time)")
 DATA_ON_CPU = ("rehearse-gpu: data.device=gpu decodes on the CPU here (DALI's GPU decoder "
                "needs a GPU)")
+NCHW_ON_CPU = ("rehearse-gpu: model.channel_last=true runs as NCHW here (nnabla's CPU "
+               "convolution has no NHWC)")
 
 
 def contexts(type_config):
@@ -32,4 +34,5 @@ def contexts(type_config):
             get_extension_context("cpu", type_config="float"))
 
 
-__all__ = ["MultiProcessDataParallelCommunicator", "NOT_REHEARSED", "DATA_ON_CPU", "contexts"]
+__all__ = ["MultiProcessDataParallelCommunicator", "NOT_REHEARSED", "DATA_ON_CPU", "NCHW_ON_CPU",
+           "contexts"]

@@ -445,22 +445,30 @@ class AllReduceCallback:
         self._pieces = []               # (grad NdArray, its dtype, offset, length) in buffer
         self._seen = set()
         self._finished = False
+        self._error = None
 
     def on_finish_function_backward(self, f):
+        """(An error here is raised by on_finish_backward: an exception inside nnabla's
+        function_post_hook surfaces as an unreadable SystemError.)"""
+        if self._error is not None:
+            return
         if self._finished:
-            raise DoubleError("an all_reduce_callback serves one backward: on_finish_backward "
-                              "leaves its workspace filled (.cu); make a new callback for every "
-                              "backward, as nnabla-examples do")
+            self._error = DoubleError(
+                "an all_reduce_callback serves one backward: on_finish_backward leaves its "
+                "workspace filled (.cu); make a new callback for every backward, as "
+                "nnabla-examples do")
+            return
         p = self.parent
         for variable in f.inputs:
             grad = variable.grad
             if grad not in self.arrays:
                 continue
             if grad in self._seen:
-                raise DoubleError(
+                self._error = DoubleError(
                     f"a listed gradient (shape {grad.shape}) finished twice in one backward: "
                     "all_reduce_callback does not support shared parameters (nnabla's docs); "
                     "reduce after backward instead")
+                return
             self._seen.add(grad)
             flag = np.array([grad.zeroing], np.bool_)
             every = np.empty_like(flag)
@@ -485,6 +493,8 @@ class AllReduceCallback:
                     self._flush()
 
     def on_finish_backward(self):
+        if self._error is not None:
+            raise self._error
         if self._used:
             self._flush()
         self._finished = True

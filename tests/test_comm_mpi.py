@@ -114,10 +114,11 @@ def test_a_frozen_rank_makes_the_job_exit_within_the_timeout(tmp_path):
     assert "waiting on rank 1 (not responding" in row0[0]
 
 
-def test_nccl_adapter_logic_on_an_mpi_stand_in():
-    """comm/nccl.py over an mpi4py implementation of nnabla's communicator interface: groups
-    created in the plan's order on every rank, buckets chunked and reassembled correctly.
-    (nnabla's NCCL communicator itself cannot run here: not verified on a GPU.)"""
+def test_nccl_adapter_logic_on_the_double_of_nnabla_communicator():
+    """comm/nccl.py over rehearsal/'s double of nnabla's NCCL communicator (as strict as the
+    real one): groups created in the plan's order on every rank, buckets chunked and
+    reassembled correctly, numpy arrays over the host, MPI started at THREAD_MULTIPLE for
+    the watchdog. (nnabla's NCCL communicator itself cannot run here: not verified on a GPU.)"""
     proc = run_mpi(4, [os.path.join(WORKERS, "nccl_adapter.py"), "--grids", "2x2,4x1,1x4"],
                    timeout=180, env={"NNABLA_CONFIG_FILE_PATH":
                                      os.path.join(os.path.dirname(WORKERS), "..",
@@ -126,4 +127,5 @@ def test_nccl_adapter_logic_on_an_mpi_stand_in():
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     r = json.loads(line[len("RESULT "):])
     assert r["failures"] == [] and r["checked"] == 24
-    assert r["groups_ok"] and r["bcast_ok"]
+    assert r["groups_ok"] and r["bcast_ok"] and r["host_ok"]
+    assert r["thread_level"] == 3          # MPI_THREAD_MULTIPLE, not nnabla's SERIALIZED

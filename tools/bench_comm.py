@@ -141,18 +141,27 @@ class Device:
             problems = check_gpu_stack(multi_rank=True)
             if problems:
                 sys.exit("\n".join(f"error: {p}" for p in problems))
-            self.device_id = os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", "0")
+            self.device_id = "0"        # until pin(): nnabla's local rank decides
             self.ctx = get_extension_context("cudnn", device_id=self.device_id)
+            nn.set_default_context(self.ctx)
+
+    def pin(self, local_rank):
+        """Use the GPU nnabla's communicator chose: its local_rank (the index among this
+        host's ranks in rank order), which is not always OMPI_COMM_WORLD_LOCAL_RANK (Open
+        MPI's numbering follows its mapping: on this machine world rank 1 gets 2)."""
+        if self.backend == "nccl" and not self.rehearse:
+            import nnabla as nn
+            self.device_id = str(local_rank)
+            self.ctx.device_id = self.device_id
             nn.set_default_context(self.ctx)
 
     def zeros(self, shapes):
         if self.backend == "mpi":
             return [np.zeros(s, np.float32) for s in shapes]
         import nnabla as nn
-        arrays = [nn.NdArray(s) for s in shapes]
-        for a in arrays:
-            a.zero()
-        return arrays
+        # Not NdArray(shape).zero(): that holds no data yet, and reading its dtype fails
+        # ("Array is not initialized.", nnabla's synced_array.hpp)
+        return [nn.NdArray.from_numpy_array(np.zeros(s, np.float32)) for s in shapes]
 
     def sync(self):
         if self.backend == "nccl" and not self.rehearse:
@@ -232,6 +241,7 @@ def main(argv=None):
                 **({"ctx": device.ctx} if device.ctx else {}), **device.factory))
     except comm.CommError as e:
         sys.exit(f"error: {e}")
+    device.pin(next((c.local_rank for c in impls if hasattr(c, "local_rank")), 0))
     grid = next((c.grid for c in impls if hasattr(c, "grid")), (n, 1))
     rank0 = WORLD.rank == 0
     wire = args.wire_dtype or "float32"

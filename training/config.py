@@ -103,6 +103,8 @@ class CommConfig:
     bucket_mb: float = 4.0                 # arrays are fused into flat buckets of this size
     wire_dtype: Optional[str] = None       # null: as stored | float16 | float32 on the wire
     timeout_s: float = 300.0               # watchdog: abort if a collective waits longer; 0 off
+    backward_callback: bool = False        # native on NCCL: nnabla's all_reduce_callback during
+    #   backward (not measured on a GPU; a blocking host MPI_Allreduce per gradient)
 
 
 @dataclass
@@ -292,6 +294,10 @@ def validate(cfg):
     if cfg.comm.timeout_s < 0:
         raise ConfigError(f"comm.timeout_s={cfg.comm.timeout_s} must be >= 0 (0 turns the "
                           "watchdog off)")
+    if cfg.comm.backward_callback and cfg.comm.algorithm != "native":
+        raise ConfigError(f"comm.backward_callback=true needs comm.algorithm=native (nnabla's "
+                          f"all_reduce_callback is NCCL's own all-reduce), not "
+                          f"{cfg.comm.algorithm}")
     if cfg.model.channel_last and cfg.device == "cpu":
         raise ConfigError("model.channel_last=true needs device=gpu: nnabla's CPU convolution "
                           "supports only NCHW; drop the override for CPU runs")

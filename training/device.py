@@ -1,18 +1,22 @@
 """Where the numbers live: CPU or GPU contexts, and the arrays a communicator works on.
 
-NOT VERIFIED ON A GPU: the GPU branches follow nnabla-ext-cuda's documented API
+NOT VERIFIED ON A GPU: the GPU branches follow nnabla-ext-cuda 1.39.0's source
 (``get_extension_context('cudnn', device_id, type_config)``, ``NdArray`` collectives,
-``all_reduce_callback``) and share every decision with the CPU path the tests run; no GPU has
-run them in this project. ``check_gpu_stack`` runs anywhere: it names what is missing.
+``all_reduce_callback``), share every decision with the CPU path the tests run, and are
+rehearsed on CPU ranks (``--rehearse-gpu``, rehearsal/); no GPU has run them in this
+project. ``check_gpu_stack`` runs anywhere: it names what is missing.
 
 The rules both paths follow:
   - the model computes in ``type_config`` (half: FP16 forward/backward) and the loss in float;
-  - one collective per update carries the gradients and a 2-element control array
-    ``[this rank's loss, stop request]``, so every rank learns the mean loss and any stop
-    request at the same step (MPI: numpy views of the buffers; NCCL: the NdArrays);
-  - with ``comm.algorithm: native`` on NCCL and one micro-batch per update, nnabla's
-    ``all_reduce_callback`` reduces gradients during backward (overlap) and the collective
-    after backward carries only the control array.
+  - each update exchanges the gradients (in the compute precision, or comm.wire_dtype on
+    MPI), then a 2-element control array ``[this rank's loss, stop request]`` in full
+    precision, so every rank learns the exact mean loss and any stop request at the same
+    step (MPI: numpy views of the buffers; NCCL: NdArrays, the control over the host);
+  - with ``comm.backward_callback: true`` (``comm.algorithm: native`` on NCCL, one
+    micro-batch per update), nnabla's ``all_reduce_callback`` reduces the gradients during
+    backward and only the control array is exchanged after it. Off by default: it runs a
+    blocking host MPI_Allreduce per gradient, and nobody has measured it against the plain
+    all-reduce on a GPU.
 """
 import ctypes
 import os
@@ -96,15 +100,14 @@ def backward(loss, grad, callback=None):
 
 
 class Exchange:
-    """The update's one collective: gradients (mean over ranks) plus the control array."""
+    """The update's collectives: the gradients (mean over ranks), then the control array."""
 
-    def __init__(self, comm, params):
+    def __init__(self, comm, params, backward_callback=False):
         self.comm = comm
         self.params = params
         self.on_device = getattr(comm, "backend", "mpi") == "nccl"
-        self.control = np.zeros(2, np.float32)
-        if self.on_device:
-            self.control_nd = nn.NdArray.from_numpy_array(self.control)
+        self.use_callback = backward_callback
+        self.control = np.zeros(2, np.float64)
 
     def arrays(self, variables, grad):
         """What the communicator reduces: numpy views (MPI, CPU) or NdArrays (NCCL); none
@@ -116,23 +119,19 @@ class Exchange:
         return [v.g if grad else v.d for v in variables]
 
     def backward_callback(self, accumulation):
-        """nnabla's overlapped all-reduce for native NCCL with one micro-batch, else None."""
-        if not (self.on_device and self.comm.algorithm == "native" and accumulation == 1
-                and self.comm.size > 1):
+        """nnabla's all_reduce_callback (for ``backward``) when comm.backward_callback asks
+        for it on native NCCL with one micro-batch, else None."""
+        if not (self.use_callback and self.on_device and self.comm.algorithm == "native"
+                and accumulation == 1 and self.comm.size > 1):
             return None
-        return self.comm.nc.all_reduce_callback(
-            self.arrays(self.params.values(), grad=True), 2 << 20, division=True)
+        return self.comm.backward_callback(self.arrays(self.params.values(), grad=True))
 
     def __call__(self, local_loss, stop_requested, grads_done=False):
         """All-reduce (mean); returns (mean loss, any rank asked to stop)."""
         self.control[:] = (local_loss, float(stop_requested))
         if self.comm.size == 1:     # nothing to exchange (and no device-to-host copies)
             return local_loss, bool(stop_requested)
-        grads = [] if grads_done else self.arrays(self.params.values(), grad=True)
-        if self.on_device:
-            self.control_nd.data = self.control
-            self.comm.all_reduce(grads + [self.control_nd], average=True)
-            self.control[:] = self.control_nd.data
-        else:
-            self.comm.all_reduce(grads + [self.control], average=True)
+        if not grads_done:
+            self.comm.all_reduce(self.arrays(self.params.values(), grad=True), average=True)
+        self.comm.all_reduce([self.control], average=True, full_precision=True)
         return float(self.control[0]), bool(self.control[1] > 0)

@@ -10,10 +10,12 @@ def average_bn_statistics(comm, arrays):
 
     Each rank's running mean/var follow its own batches, so ranks drift apart; averaging them
     before evaluating and checkpointing (as timm's ``--dist-bn reduce``) evaluates one model
-    on every rank and stores statistics that represent all the data.
+    on every rank and stores statistics that represent all the data. In full precision: the
+    mean is taken in at least float32 and rounded once into each array, never summed in
+    float16 (nor on a half-precision NCCL communicator).
     """
     if comm.size > 1:
-        comm.all_reduce(arrays, average=True)
+        comm.all_reduce(arrays, average=True, full_precision=True)
 
 
 def evaluate(val_graph, loader, comm):
@@ -29,6 +31,6 @@ def evaluate(val_graph, loader, comm):
         log_z = np.log(np.exp(shifted).sum(axis=1))
         loss = (log_z - np.take_along_axis(shifted, labels.astype(np.int64), 1)[:, 0]).sum()
         totals += (top1, top5, loss, valid)
-    comm.all_reduce([totals])
+    comm.all_reduce([totals], full_precision=True)   # counts above 2,048: exact, not fp16
     count = max(totals[3], 1.0)
     return totals[0] / count, totals[1] / count, totals[2] / count

@@ -45,6 +45,7 @@ def finish_run(run, step, stage, lr, status, signal_name=None):
         images_per_s=rate, eval_time_s=meters.totals["eval"], data_wait_s=meters.totals["data"],
         allreduce_s=meters.totals["allreduce"], comm_algorithm=run.comm.algorithm,
         comm_grid="x".join(map(str, run.comm.grid)), world_size=run.comm.size,
+        comm_calls={k: v["calls"] for k, v in run.comm.counters()["phases"].items()},
         global_batch=batch, skipped_updates=meters.skipped_updates,
         parameters=run.n_params, status=status)
     log.write_summary(summary)

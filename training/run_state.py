@@ -12,6 +12,8 @@ the model must be the same; the global batch schedule too (then another world si
 import os
 import shutil
 
+import numpy as np
+
 from . import checkpoint
 from .config import to_dict
 
@@ -22,6 +24,15 @@ FREE_TO_CHANGE = ("comm", "data", "eval", "checkpoint")
 
 class ResumeError(ValueError):
     """A checkpoint that cannot continue this run; the message says why and what to do."""
+
+
+def same_on_every_rank(comm, value):
+    """Whether every rank holds ``value`` (the step of the checkpoint it found): their mean,
+    in full precision (float64, exact far past the 2,048 and 65,504 a float16 communicator
+    would round to), equals it. A rank whose value differs sees a different mean."""
+    mean = np.array([value], np.float64)
+    comm.all_reduce([mean], average=True, full_precision=True)
+    return float(mean[0]) == float(value)
 
 
 def checkpoint_dir(output_dir):

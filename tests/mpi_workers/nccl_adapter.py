@@ -1,96 +1,38 @@
-"""MPI worker: comm/nccl.py's adapter on CPU NdArrays, over an mpi4py stand-in for nnabla's
-NCCL communicator.
+"""MPI worker: comm/nccl.py's adapter on CPU NdArrays, over rehearsal/'s double of nnabla's
+NCCL communicator (as strict as nnabla-ext-cuda's: see rehearsal/communicator.py).
 
     mpirun -np 4 python tests/mpi_workers/nccl_adapter.py --grids 2x2,4x1,1x4
 
-nnabla's communicator has no CPU implementation, so ``MpiNnablaComm`` below implements the
-same Python interface (new_group, reduce_scatter, all_reduce, all_gather, reduce, bcast with
-group-relative roots, as in nnabla-ext-cuda) with mpi4py. This checks the adapter's own
-logic (group order, chunking, reassembly) on real ranks; it does not check NCCL.
+Checks the adapter's own logic (group order, chunking, reassembly, in-place calls, the
+host path for numpy arrays and full precision) on real ranks; it does not check NCCL.
 Rank 0 prints ``RESULT {json}``.
 """
 import argparse
 import json
 import sys
 
-import nnabla as nn
-import numpy as np
-from mpi4py import MPI
+import rehearsal                              # before mpi4py.MPI: comm starts MPI itself
+import nnabla as nn  # noqa: E402
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
 
-from comm.nccl import NcclCommunicator
-from comm.plan import Grid
-
-WORLD = MPI.COMM_WORLD
+from comm.nccl import NcclCommunicator  # noqa: E402
+from comm.plan import Grid  # noqa: E402
 
 
-class MpiNnablaComm:
-    """nnabla.communicators' MultiProcessDataParallelCommunicator interface, on mpi4py."""
+class Recorder:
+    """Wraps the double and records its new_group calls."""
 
-    def __init__(self):
-        self.rank, self.size, self.local_rank = WORLD.rank, WORLD.size, WORLD.rank
-        self.groups = {"world": (list(range(self.size)), WORLD)}
+    def __init__(self, ctx):
+        self.nc = rehearsal.MultiProcessDataParallelCommunicator(ctx)
         self.created = []
 
+    def __getattr__(self, name):
+        return getattr(self.nc, name)
+
     def new_group(self, name_ranks):
-        name, ranks = name_ranks
-        assert name not in self.groups, f"group_name = {name} already exists"
-        # Split is collective over the world: a rank creating groups in another order
-        # than the others would build wrong groups (and the results would be wrong).
-        member = self.rank in ranks
-        sub = WORLD.Split(0 if member else MPI.UNDEFINED,
-                          ranks.index(self.rank) if member else 0)
-        self.groups[name] = (list(ranks), sub)
-        self.created.append((name, list(ranks)))
-        return name
-
-    def _comm(self, group):
-        ranks, sub = self.groups[group]
-        if self.rank not in ranks:
-            raise RuntimeError(f"self (rank={self.rank}) is not included in {group}.")
-        return sub
-
-    def reduce_scatter(self, ndarray_list, ndarray, division=False, group="world"):
-        sub = self._comm(group)
-        send = np.concatenate([a.data.reshape(-1) for a in ndarray_list])
-        out = np.empty(ndarray.size, send.dtype)
-        sub.Reduce_scatter_block(send, out, op=MPI.SUM)
-        ndarray.data[...] = out / sub.size if division else out
-
-    def all_reduce(self, data, division=False, inplace=False, group="world"):
-        sub = self._comm(group)
-        for a in (data if isinstance(data, list) else [data]):
-            buf = np.ascontiguousarray(a.data)
-            sub.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-            a.data[...] = buf / sub.size if division else buf
-
-    def all_gather(self, ndarray, ndarray_list, group="world"):
-        sub = self._comm(group)
-        out = np.empty(ndarray.size * sub.size, ndarray.data.dtype)
-        sub.Allgather(np.ascontiguousarray(ndarray.data), out)
-        for i, a in enumerate(ndarray_list):
-            a.data[...] = out[i * ndarray.size:(i + 1) * ndarray.size].reshape(a.shape)
-
-    def reduce(self, data, dst, division=False, inplace=False, group="world"):
-        sub = self._comm(group)
-        for a in data:
-            buf = np.ascontiguousarray(a.data)
-            res = np.empty_like(buf) if sub.rank == dst else None
-            sub.Reduce(buf, res, op=MPI.SUM, root=dst)
-            if sub.rank == dst:
-                a.data[...] = res / sub.size if division else res
-
-    def bcast(self, data, src, inplace=False, group="world"):
-        sub = self._comm(group)
-        for a in data:
-            buf = np.ascontiguousarray(a.data)
-            sub.Bcast(buf, root=src)
-            a.data[...] = buf
-
-    def barrier(self):
-        WORLD.Barrier()
-
-    def abort(self):
-        WORLD.Abort(1)
+        self.created.append((name_ranks[0], list(name_ranks[1])))
+        return self.nc.new_group(name_ranks)
 
 
 def arrays_of(rank, shapes):
@@ -102,21 +44,26 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--grids", required=True)
     args = p.parse_args()
-    n, failures, checked, groups_ok = WORLD.size, [], 0, True
+    ctx = rehearsal.contexts("float")[0]
+    nn.set_default_context(ctx)
+    world = None
+    failures, checked, groups_ok = [], 0, True
     shapes = [(7,), (3, 5), (1,), (0,), (13, 1, 3), (1001,)]
-    ref = [sum(arrays_of(r, shapes)[i].astype(np.float64) for r in range(n))
-           for i in range(len(shapes))]
     for grid in args.grids.split(","):
-        x, y = map(int, grid.split("x"))
         for alg in ("torus2d", "hierarchical", "native"):
             # 256-byte buckets: boundaries inside arrays (torus2d only, to keep the run short)
             for bucket_mb in (4.0, 256 / 2 ** 20) if alg == "torus2d" else (4.0,):
-                fake = MpiNnablaComm()
-                c = NcclCommunicator(None, alg, grid, bucket_mb=bucket_mb, timeout_s=60,
-                                     nnabla_comm=fake)
-                groups_ok &= fake.created == Grid.from_shape(x, y, n).groups()
+                rec = Recorder(ctx)
+                c = NcclCommunicator(ctx, alg, grid, bucket_mb=bucket_mb, timeout_s=60,
+                                     communicator_factory=lambda _, r=rec: r)
+                world = world or MPI.COMM_WORLD
+                n = c.size
+                x, y = map(int, grid.split("x"))
+                groups_ok &= rec.created == Grid.from_shape(x, y, n).groups()
+                ref = [sum(arrays_of(r, shapes)[i].astype(np.float64) for r in range(n))
+                       for i in range(len(shapes))]
                 for average in (False, True):
-                    nds = [nn.NdArray.from_numpy_array(a) for a in arrays_of(WORLD.rank, shapes)]
+                    nds = [nn.NdArray.from_numpy_array(a) for a in arrays_of(c.rank, shapes)]
                     c.all_reduce(nds, average=average)
                     for i, (a, r) in enumerate(zip(nds, ref)):
                         want = r / n if average else r
@@ -126,15 +73,21 @@ def main():
                             break
                     checked += 1
                 c.close()
-    c = NcclCommunicator(None, "torus2d", args.grids.split(",")[0], nnabla_comm=MpiNnablaComm())
-    b = [nn.NdArray.from_numpy_array(np.full(4, WORLD.rank, np.float32))]
-    c.bcast(b, root=n - 1)
-    bcast_ok = all(WORLD.allgather(bool((b[0].data == n - 1).all())))
-    failures = sorted(set(sum(WORLD.allgather(failures), [])))
-    groups_ok = all(WORLD.allgather(groups_ok))
-    if WORLD.rank == 0:
+    c = NcclCommunicator(ctx, "torus2d", args.grids.split(",")[0], timeout_s=60,
+                         communicator_factory=rehearsal.MultiProcessDataParallelCommunicator)
+    b = [nn.NdArray.from_numpy_array(np.full(4, c.rank, np.float32))]
+    c.bcast(b, root=c.size - 1)
+    bcast_ok = all(world.allgather(bool((b[0].data == c.size - 1).all())))
+    host = np.array([c.rank + 0.5, 1.0], np.float64)       # numpy: over the host, as float64
+    c.all_reduce([host], average=True)
+    host_ok = all(world.allgather(host.tolist() == [(c.size - 1) / 2 + 0.5, 1.0]))
+    failures = sorted(set(sum(world.allgather(failures), [])))
+    groups_ok = all(world.allgather(groups_ok))
+    if c.rank == 0:
         print("RESULT " + json.dumps({"checked": checked, "failures": failures,
-                                      "groups_ok": groups_ok, "bcast_ok": bcast_ok}))
+                                      "groups_ok": groups_ok, "bcast_ok": bcast_ok,
+                                      "host_ok": host_ok,
+                                      "thread_level": MPI.Query_thread()}))
     return 0
 
 
