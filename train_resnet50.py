@@ -296,7 +296,7 @@ def main(argv=None):
     start_fields = dict(world_size=comm.size, parameters=n_params,
                         total_steps=schedule.total_steps, comm_algorithm=comm.algorithm,
                         comm_grid=f"{comm.grid[0]}x{comm.grid[1]}", argv=sys.argv[1:],
-                        host=platform.node(), commit=git_commit())
+                        host=platform.node(), commit=git_commit(), rehearsal=rehearse)
     if meta is None:
         log.write("start", epoch=0.0, step=0, elapsed_s=0.0,
                   global_batch=schedule.stage(0).global_batch, schedule=schedule.rows(),

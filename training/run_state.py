@@ -44,7 +44,9 @@ def prepare_output_dir(output_dir, clear):
     summary and checkpoints (--overwrite), so a later --resume cannot pick up stale state."""
     try:
         if clear:
-            for name in ("log.jsonl", "summary.json", CHECKPOINT_DIR):
+            stale = [n for n in (os.listdir(output_dir) if os.path.isdir(output_dir) else ())
+                     if n.startswith("param_digest.rank")]   # a run on more ranks left them
+            for name in ("log.jsonl", "summary.json", CHECKPOINT_DIR, *stale):
                 path = os.path.join(output_dir, name)
                 if os.path.isdir(path):
                     shutil.rmtree(path)
