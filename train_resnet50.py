@@ -246,7 +246,8 @@ def main(argv=None):
             print_gpu_plan(cfg, schedule, world_size, args.local_size)
         preset = preset_for(args.local_size, args.preset)
         if preset:
-            print_predictions(cfg, schedule, world_size, args.local_size, preset)
+            print_predictions(cfg, schedule, world_size, args.local_size, preset,
+                              gradient_arrays=len(params))
         if args.plot_schedule:
             from training.schedule_plot import plot_schedule
             plot_schedule(schedule, args.plot_schedule, title=f"{recipe}: {world_size:,} ranks")

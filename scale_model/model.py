@@ -38,6 +38,10 @@ the fraction of backward during which finished gradients can already be sent (0.
 0 = no overlap, 1 = everything after the first bucket). compute(b) = overhead + b * per_image,
 fitted through the preset's published throughput at its reference batch.
 
+nnabla's all_reduce_callback (comm.backward_callback) also blocks the host once per gradient
+array in an MPI_Allreduce over the world before packing it (``callback_checks``, charged in
+full: nothing hides a host that waits; ``host_check_seconds``).
+
 Pure: numpy and the standard library only (train_resnet50.py --dry-run imports predict_step).
 The command line is tools/simulate.py (``python -m tools.simulate``).
 """
@@ -55,6 +59,7 @@ ALGORITHMS = ("ring", "torus2d", "hierarchical", "nccl_tree")
 ALIASES = {"native": "nccl_tree"}      # on GPUs comm/'s "native" is NCCL's own all-reduce
 DEFAULT_OVERLAP = 0.5                  # assumed, see the module docstring
 BACKWARD_FRACTION = 2.0 / 3.0          # assumed: backward ~ 2x forward
+RESNET50_GRADIENT_ARRAYS = 161         # parameter arrays of models/resnet.py's ResNet-50
 
 
 class SimError(ValueError):
@@ -230,6 +235,19 @@ def allreduce_time(algorithm, size_bytes, world_size, links, grid=None):
     return sum(p.seconds for p in allreduce_phases(algorithm, size_bytes, world_size, links, grid))
 
 
+def host_check_seconds(world_size, links):
+    """One blocking host MPI_Allreduce of a flag over the world: what nnabla-ext-cuda 1.39's
+    all_reduce_callback runs for every gradient array before packing it (mpi_check_all(...,
+    "world") in on_finish_function_backward, multi_process_data_parallel_communicator.cu).
+    Recursive doubling: ceil(log2 L) steps inside a node, ceil(log2 Y) across nodes, each at
+    the preset's per-step latency (NCCL's hwLat standing in for MPI's: assumed)."""
+    n = _positive_int(world_size, "world size")
+    local = min(links.local_size, n)
+    nodes = -(-n // links.local_size)
+    return (math.ceil(math.log2(local)) * links.intra_alpha
+            + math.ceil(math.log2(nodes)) * links.inter_alpha if n > 1 else 0.0)
+
+
 def best_grid(world_size, links, size_bytes):
     """Every torus grid X x Y = world_size with its predicted time, fastest first."""
     n = _positive_int(world_size, "world size")
@@ -276,11 +294,14 @@ def step_time(compute_s, allreduce_s, overlap=DEFAULT_OVERLAP, backward_fraction
 
 def predict_step(local_batch, world_size, local_size=None, preset="abci2-v100",
                  algorithm="torus2d", grid=None, parameters=RESNET50_PARAMETERS,
-                 bytes_per_param=2, overlap=DEFAULT_OVERLAP, ring_channels=1, speed=1.0):
+                 bytes_per_param=2, overlap=DEFAULT_OVERLAP, ring_channels=1, speed=1.0,
+                 callback_checks=0):
     """Predicted step of data-parallel training: what train_resnet50.py --dry-run prints.
 
     local_size overrides the preset's GPUs per node; bytes_per_param is the gradient wire
-    format (2 = fp16, 4 = fp32). Returns plain numbers (seconds) plus the phases.
+    format (2 = fp16, 4 = fp32); callback_checks: blocking host all-reduces per step of
+    nnabla's all_reduce_callback (one per gradient array; 0 without it). Returns plain
+    numbers (seconds) plus the phases.
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
     links = Links.from_preset(p, ring_channels)
@@ -295,6 +316,9 @@ def predict_step(local_batch, world_size, local_size=None, preset="abci2-v100",
     phases = allreduce_phases(algorithm, size, world_size, links, x_y)
     compute = Compute.from_preset(p, speed).seconds(local_batch)
     result = step_time(compute, sum(ph.seconds for ph in phases), overlap)
+    callback_s = callback_checks * host_check_seconds(world_size, links)
+    result.update(callback_s=callback_s, step_s=result["step_s"] + callback_s,
+                  efficiency=compute / (result["step_s"] + callback_s))
     result.update(preset=p.name, algorithm=algorithm, grid=x_y, world_size=world_size,
                   local_size=min(links.local_size, world_size), local_batch=local_batch,
                   size_bytes=size,
@@ -312,7 +336,9 @@ def describe_step(result):
     return [f"predicted  {r['preset']}, {r['world_size']} GPUs ({r['local_size']} per node), "
             f"{r['local_batch']} per GPU: step {r['step_s'] * 1e3:.1f} ms = compute "
             f"{r['compute_s'] * 1e3:.1f} ms + exposed communication "
-            f"{r['exposed_s'] * 1e3:.1f} ms; "
+            f"{r['exposed_s'] * 1e3:.1f} ms"
+            + (f" + all_reduce_callback's host checks {r['callback_s'] * 1e3:.1f} ms"
+               if r.get("callback_s") else "") + "; "
             f"{r['images_per_s']:,.0f} images/s, scaling efficiency {r['efficiency']:.1%}",
             f"all-reduce {r['algorithm']}{grid} of {r['size_bytes'] / 1e6:.1f} MB: "
             f"{r['allreduce_s'] * 1e3:.2f} ms = {phases}; overlap {r['overlap']:g} of backward "
@@ -344,7 +370,8 @@ def normalize_stages(stages):
 def time_to_train(stages, world_size, preset="abci2-v100", algorithm="torus2d", grid=None,
                   local_size=None, parameters=RESNET50_PARAMETERS, bytes_per_param=2,
                   overlap=DEFAULT_OVERLAP, images=IMAGENET_TRAIN_IMAGES, eval_every_epochs=0.0,
-                  val_images=IMAGENET_VAL_IMAGES, ring_channels=1, speed=1.0):
+                  val_images=IMAGENET_VAL_IMAGES, ring_channels=1, speed=1.0,
+                  callback_checks=0):
     """Predicted seconds of a whole batch schedule, counted in samples like data/sampler.py."""
     stages = normalize_stages(stages)
     p = get_preset(preset) if isinstance(preset, str) else preset
@@ -356,7 +383,7 @@ def time_to_train(stages, world_size, preset="abci2-v100", algorithm="torus2d", 
                            f"{n} GPUs; use a multiple of {n}")
         step = predict_step(st["global_batch"] // n, n, local_size, p, algorithm,
                             grid if st["world_size"] is None else None, parameters,
-                            bytes_per_param, overlap, ring_channels, speed)
+                            bytes_per_param, overlap, ring_channels, speed, callback_checks)
         steps = max(0, math.ceil((st["until_epoch"] * images - done) / st["global_batch"]))
         done += steps * st["global_batch"]
         rows.append({**st, "world_size": n, "local_batch": step["local_batch"], "steps": steps,
@@ -398,6 +425,7 @@ def scaling_rows(preset, gpu_counts, size_bytes, local_batch, overlap=DEFAULT_OV
 
 __all__ = ["ALGORITHMS", "Compute", "Links", "Phase", "PresetError", "SimError",
            "allreduce_bytes_per_rank", "allreduce_phases", "allreduce_time", "auto_grid",
-           "best_grid", "describe_step", "normalize_stages", "parse_grid", "predict_step",
+           "best_grid", "describe_step", "host_check_seconds", "normalize_stages", "parse_grid",
+           "predict_step",
            "ring_steps", "scaling_rows", "step_time", "time_to_train", "torus_steps"]
 

@@ -121,6 +121,23 @@ def test_predict_step_for_the_dry_run():
         p.ref_batch.value / p.train_images_per_s.value)
 
 
+def test_all_reduce_callback_pays_a_blocking_host_check_per_gradient():
+    """nnabla's callback runs one world MPI_Allreduce per gradient array before packing it:
+    charged in full (no overlap hides a waiting host), growing with log2 of the node count."""
+    n, checks = 2176, sim.RESNET50_GRADIENT_ARRAYS
+    one = sim.host_check_seconds(n, V100)
+    assert one == pytest.approx(2 * V100.intra_alpha + 10 * V100.inter_alpha)   # 4/node, 544 nodes
+    assert sim.host_check_seconds(1, V100) == 0
+    assert sim.host_check_seconds(8, V100) < one
+    plain = sim.predict_step(16, n, 4, "abci2-v100", "native")
+    callback = sim.predict_step(16, n, 4, "abci2-v100", "native", callback_checks=checks)
+    assert callback["callback_s"] == pytest.approx(checks * one)
+    assert callback["step_s"] == pytest.approx(plain["step_s"] + checks * one)
+    assert callback["efficiency"] < plain["efficiency"]
+    assert "host checks" in sim.describe_step(callback)[0]
+    assert "host checks" not in sim.describe_step(plain)[0]
+
+
 def test_describe_step_names_the_phases_for_the_dry_run():
     lines = sim.describe_step(sim.predict_step(32, 2176, 4))
     assert len(lines) == 2

@@ -64,9 +64,15 @@ def print_gpu_plan(cfg, schedule, world_size, local_size):
         print("           one GPU: no communicator")
         return
     algorithm = cfg.comm.algorithm
+    if algorithm == "native" and cfg.comm.backward_callback:
+        print("nccl       native with comm.backward_callback: nnabla's all_reduce_callback "
+              "reduces gradients during backward (one micro-batch per update), blocking the "
+              "host in one MPI_Allreduce over all ranks per gradient array; not measured on a "
+              "GPU against the plain all-reduce")
+        return
     if algorithm == "native":
-        print("nccl       native: nnabla's all_reduce_callback overlaps the all-reduce with "
-              "backward (one micro-batch per update), else one all_reduce after it")
+        print("nccl       native: NCCL's own all-reduce after backward "
+              "(comm.backward_callback: false)")
         return
     shape = comm_plan.parse_grid(cfg.comm.grid) or (local, world_size // local)
     try:
@@ -91,24 +97,30 @@ def preset_for(local_size, name=None):
     return name or {4: "abci2-v100", 8: "abci3-h200"}.get(local_size)
 
 
-def print_predictions(cfg, schedule, world_size, local_size, preset):
-    """Predicted step, all-reduce and time-to-train from the scale model, per stage."""
+def print_predictions(cfg, schedule, world_size, local_size, preset, gradient_arrays=None):
+    """Predicted step, all-reduce and time-to-train from the scale model, per stage.
+    ``gradient_arrays``: the model's parameter arrays (all_reduce_callback's host checks)."""
     from scale_model import model as simulate
     from scale_model.presets import PresetError
     grid = None if cfg.comm.grid == "auto" else tuple(map(int, cfg.comm.grid.split("x")))
     bytes_per_param = 2 if cfg.type_config == "half" else 4
+    checks = 0
+    if cfg.device == "gpu" and cfg.comm.algorithm == "native" and cfg.comm.backward_callback:
+        checks = gradient_arrays or simulate.RESNET50_GRADIENT_ARRAYS
     try:
         for row in schedule.rows():
             result = simulate.predict_step(row["local_batch"], world_size, local_size, preset,
                                            cfg.comm.algorithm, grid,
-                                           bytes_per_param=bytes_per_param)
+                                           bytes_per_param=bytes_per_param,
+                                           callback_checks=checks)
             lines = simulate.describe_step(result)
             print(f"stage {row['stage']}    " + lines[0].split("  ", 1)[1])
             print("           " + lines[1])
         stages = [{"until_epoch": r["end_epoch"], "global_batch": r["global_batch"]}
                   for r in schedule.rows()]
         ttt = simulate.time_to_train(stages, world_size, preset, cfg.comm.algorithm, grid,
-                                     local_size, bytes_per_param=bytes_per_param)
+                                     local_size, bytes_per_param=bytes_per_param,
+                                     callback_checks=checks)
     except (simulate.SimError, PresetError) as e:
         print(f"predicted  not available: {e}")
         return
