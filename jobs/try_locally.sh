@@ -9,9 +9,12 @@
 #   - stand-ins on PATH for `module` (prints what it would load) and `scontrol`, and
 #     JOB_MPIRUN=jobs/tryout/mpirun, which first lets the real Open MPI check the job's launch
 #     line against those hosts (--do-not-launch) and then starts the ranks here;
-#   - the job's shape scaled down (JOB_NODES, JOB_GPUS_PER_NODE), CPU ranks (JOB_DEVICE=cpu),
-#     its own output dir, and trainer arguments for a few quick steps on the toy data set
-#     (TRAIN_EXTRA_ARGS, appended after the job's own).
+#   - the job's shape scaled down (JOB_NODES, JOB_GPUS_PER_NODE), its own output dir, and
+#     trainer arguments for a few quick steps on the toy data set (TRAIN_EXTRA_ARGS, appended
+#     after the job's own; float, so FP16's ~100x CPU slowdown stays out: add
+#     -- --set type_config=half to rehearse FP16 too);
+#   - a GPU job rehearses its GPU path on CPU ranks (JOB_REHEARSE_GPU=1: the trainer's
+#     --rehearse-gpu, README "GPU"); a CPU job runs as it is (JOB_DEVICE=cpu).
 #
 # Options:
 #   --nodes N            made-up nodes (default: 2, or fewer if the job has fewer)
@@ -35,6 +38,7 @@ marker=$(grep -m1 '^# jobs.render: ' "$JOB") || die "$JOB has no '# jobs.render:
 system=$(sed -n 's/.*system=\([a-z0-9]*\).*/\1/p' <<<"$marker")
 job_nodes=$(sed -n 's/.*nodes=\([0-9]*\).*/\1/p' <<<"$marker")
 job_gpus=$(sed -n 's/.*gpus_per_node=\([0-9]*\).*/\1/p' <<<"$marker")
+job_device=$(sed -n 's/^DEVICE=\${JOB_DEVICE:-\([a-z]*\)}.*/\1/p' "$JOB" | head -n 1)
 
 nodes=$((job_nodes < 2 ? job_nodes : 2))
 gpus=$((job_gpus < 2 ? job_gpus : 2))
@@ -101,14 +105,15 @@ if [ "$check_only" = 0 ]; then
     if [ "${#extra[@]}" -gt 0 ]; then TRAIN_EXTRA_ARGS="$TRAIN_EXTRA_ARGS ${extra[*]}"; fi
     export TRAIN_EXTRA_ARGS JOB_NODES=$nodes JOB_GPUS_PER_NODE=$gpus
 fi
-# CPU ranks here; a check-only run starts no trainer, but a GPU job would need GPU packages.
-export JOB_DEVICE=cpu JOB_OUTPUT_DIR=$out JOB_MPIRUN=$HERE/tryout/mpirun PATH=$HERE/tryout:$PATH \
+# CPU ranks here: a GPU job's GPU path is rehearsed (no GPU packages needed), a CPU job runs.
+if [ "$job_device" = gpu ]; then export JOB_REHEARSE_GPU=1; else export JOB_DEVICE=cpu; fi
+export JOB_OUTPUT_DIR=$out JOB_MPIRUN=$HERE/tryout/mpirun PATH=$HERE/tryout:$PATH \
     TRYOUT_DIR=$work TRYOUT_REAL_MPIRUN=$real_mpirun TRYOUT_CHECK_ONLY=$check_only
 
 if [ "$check_only" = 1 ]; then
     echo "try_locally: $JOB at full size ($nodes node(s) x $gpus = $np ranks), launch line check only"
 else
-    echo "try_locally: $JOB scaled down to $nodes node(s) x $gpus = $np CPU ranks; output $out"
+    echo "try_locally: $JOB scaled down to $nodes node(s) x $gpus = $np CPU ranks$([ "$job_device" = gpu ] && echo ", its GPU path rehearsed"); output $out"
 fi
 status=0
 bash "$JOB" || status=$?

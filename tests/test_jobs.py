@@ -433,3 +433,7 @@ def test_a_rendered_abci3_job_trains_a_few_steps_with_4_ranks_here(tmp_path, toy
     assert [r["global_batch"] for r in lines if r["event"] == "stage"] == [16, 32]
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
     assert os.listdir(out / "checkpoints")
+    # a GPU job: its GPU path rehearsed on CPU ranks, not switched to device=cpu
+    assert "--rehearse-gpu" in argv and lines[0]["rehearsal"] is True
+    assert lines[0]["config"]["device"] == "gpu"
+    assert r.stdout.count("rehearse-gpu: NOT rehearsed:") == 1

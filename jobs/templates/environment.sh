@@ -3,7 +3,9 @@
 VENV=${JOB_VENV:-$REPO/.venv}
 PYTHON=$VENV/bin/python
 [ -x "$PYTHON" ] || die "no Python environment at $VENV; on the login node run: cd $REPO && {{setup_hint}}"
-if [ "$DEVICE" = gpu ]; then
+if [ "$DEVICE" = gpu ] && [ "${JOB_REHEARSE_GPU:-0}" = 1 ]; then
+    say "rehearsing the GPU path on CPU ranks (JOB_REHEARSE_GPU=1): no GPU packages needed"
+elif [ "$DEVICE" = gpu ]; then
     # cuDNN 8 and NCCL on LD_LIBRARY_PATH, NCCL_HOME and OMPI_HOME (for nnabla's dlopen of
     # libnccl and libmpi); written by `GPU=1 make setup` (tools/setup_env.sh).
     [ -f "$VENV/bin/gpu_env.sh" ] || die "$VENV has no GPU packages (no bin/gpu_env.sh); on the login node run: cd $REPO && {{setup_hint}}"

@@ -6,6 +6,7 @@ CMD=("$PYTHON" "$REPO/train_resnet50.py" --config "$CONFIG" --output-dir "$OUTPU
 if [ -n "$DATA_DIR" ]; then CMD+=(--data-dir "$DATA_DIR"); fi
 if [ -n "$GRID" ]; then CMD+=(--set "comm.grid=$GRID"); fi
 if [ "$DEVICE" != "$CONFIG_DEVICE" ]; then CMD+=(--set "device=$DEVICE"); fi
+if [ "${JOB_REHEARSE_GPU:-0}" = 1 ]; then CMD+=(--rehearse-gpu); fi
 CMD+=("${SETS[@]}" "${EXTRA[@]}")
 
 # Environment the ranks on other nodes need (Open MPI's -x exports a variable to every rank).

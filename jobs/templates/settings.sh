@@ -7,6 +7,7 @@ set -euo pipefail
 #                      "--set train.log_every_steps=10"
 #   JOB_NODES, JOB_GPUS_PER_NODE   the job's shape; must match the hosts the job was given
 #   JOB_DEVICE         gpu | cpu      JOB_OUTPUT_DIR   where the run is written
+#   JOB_REHEARSE_GPU   1: run the GPU path on CPU ranks (the trainer's --rehearse-gpu)
 #   JOB_VENV           the Python environment (default REPO/.venv)
 #   JOB_MPIRUN         the MPI launcher (default: see "MPI launcher" below)
 NODES=${JOB_NODES:-{{nodes}}}
