@@ -27,7 +27,7 @@ help:
 	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png"
 	@echo "make sim-calibrate  fit the model's alpha/beta on this machine's MPI (SIM_JSON=bench lines)"
 	@echo "make bench     run every benchmark (bench-comm, bench-data)"
-	@echo "make gpu-selfcheck  on a GPU machine: does the GPU path work here? (a verdict per item)"
+	@echo "make gpu-selfcheck  does the GPU path work here? (a verdict per item; without a GPU: REHEARSED on CPU ranks)"
 	@echo "make bench-comm  all-reduce algorithms on NP=$(NP) ranks, grid GRID=$(GRID)"
 
 setup:

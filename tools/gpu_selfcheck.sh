@@ -7,6 +7,11 @@
 #   GPU=1 make setup && source .venv/bin/gpu_env.sh && make gpu-selfcheck
 #   bash tools/gpu_selfcheck.sh [WORK_DIR]      (default: runs/gpu_selfcheck)
 #
+# On a machine without a GPU (no nnabla_ext.cuda, or no CUDA device; REHEARSE=1 forces it) it
+# rehearses the GPU path on CPU ranks instead (train_resnet50.py / bench_comm.py --rehearse-gpu,
+# README "GPU") and reports those items as REHEARSED: checked against a double of nnabla's
+# NCCL communicator, NOT verified on a GPU.
+#
 # Items (PASS / FAIL / SKIP, one line each; exit status 1 if any FAIL):
 #   stack      nnabla-ext-cuda, cuDNN 8, NCCL, Open MPI's libmpi.so, visible GPUs
 #   float      ResNet-50 (full size, 224 px, synthetic data) trains a few steps on GPU 0
@@ -24,8 +29,8 @@ MPIRUN=${MPIRUN:-$(dirname "$PY")/mpirun}
 ROOT_FLAG=(); [ "$(id -u)" = 0 ] && ROOT_FLAG=(--allow-run-as-root)
 mkdir -p "$WORK"
 FAILED=0
-verdict() {   # verdict PASS|FAIL|SKIP item details
-    printf '%-5s %-9s %s\n' "$1" "$2" "$3"
+verdict() {   # verdict PASS|FAIL|SKIP|REHEARSED item details
+    printf '%-9s %-9s %s\n' "$1" "$2" "$3"
     [ "$1" = FAIL ] && FAILED=1
     return 0
 }
@@ -34,6 +39,66 @@ summary_field() {   # summary_field RUN_DIR KEY
 }
 
 echo "gpu-selfcheck: logs in $WORK"
+
+# --- no GPU here: rehearse the GPU path on CPU ranks ------------------------------------------
+rehearse() {
+    echo "gpu-selfcheck: no GPU here ($1): rehearsing the GPU path on CPU ranks instead;"
+    echo "gpu-selfcheck: REHEARSED means checked against rehearsal/'s double of nnabla's NCCL communicator, NOT verified on a GPU"
+    local tiny=(--config configs/cpu_demo_constant.yaml --rehearse-gpu --set data.backend=synthetic
+                --set data.synthetic_train_size=320 --set data.synthetic_val_size=80
+                --set data.synthetic_classes=10 --set model.num_classes=10 --set model.width=0.125
+                --set data.image_size=32 --set train.global_batch=16 --set train.epochs=0.5
+                --set optim.warmup_epochs=0.1 --set eval.batch_size=40 --set checkpoint.every_epochs=0
+                --overwrite --param-digest)
+    local half=(--set type_config=half --set model.depth=18 --set data.image_size=24
+                --set train.global_batch=8 --set train.epochs=0.25 --set loss_scale.initial=1024)
+    local out log
+    for precision in float half; do
+        out=$WORK/train_$precision
+        extra=(); [ "$precision" = half ] && extra=("${half[@]}")
+        if "$PY" train_resnet50.py "${tiny[@]}" "${extra[@]}" --output-dir "$out" >"$out.log" 2>&1 \
+            && [ "$(summary_field "$out" status)" = completed ]; then
+            verdict REHEARSED "$precision" "$(summary_field "$out" steps) steps on one CPU rank (tiny ResNet, synthetic data; CPU kernels, not CUDA's)"
+        else
+            verdict FAIL "$precision" "see $out.log: $(grep -m1 -i error "$out.log")"
+        fi
+    done
+    log=$WORK/bench_nccl.log
+    if "$MPIRUN" "${ROOT_FLAG[@]}" --oversubscribe -np 4 "$PY" tools/bench_comm.py --rehearse-gpu \
+        --backend nccl --check --no-resnet --max-bytes 1M --rounds 1 --iter-bytes 1 \
+        --algorithms torus2d,hierarchical,native --grid 2x2 --json "$WORK/bench_nccl.jsonl" >"$log" 2>&1; then
+        wrong=$("$PY" -c "import json,sys; print(sum(json.loads(l)['wrong'] or 0 for l in open(sys.argv[1])))" "$WORK/bench_nccl.jsonl")
+        if [ "$wrong" = 0 ]; then
+            verdict REHEARSED nccl "comm's NCCL backend, 4 CPU ranks as 2x2: 0 wrong elements (no NCCL transport, no timing)"
+        else
+            verdict FAIL nccl "$wrong wrong elements (see $log)"
+        fi
+    else
+        verdict FAIL nccl "see $log: $(grep -m1 -i error "$log")"
+    fi
+    verdict SKIP dali-gpu "cannot be rehearsed: DALI's GPU decoding needs a GPU"
+    out=$WORK/train_sync
+    if "$MPIRUN" "${ROOT_FLAG[@]}" --oversubscribe -np 4 "$PY" train_resnet50.py "${tiny[@]}" \
+        --set comm.grid=2x2 --output-dir "$out" >"$out.log" 2>&1; then
+        if [ "$(cat "$out"/param_digest.rank* | sort -u | wc -l)" = 2 ]; then
+            verdict REHEARSED sync "4 CPU ranks (torus2d over the double) ended with identical parameters"
+        else
+            verdict FAIL sync "ranks ended with different parameters ($out/param_digest.rank*)"
+        fi
+    else
+        verdict FAIL sync "see $out.log: $(grep -m1 -i error "$out.log")"
+    fi
+    echo "gpu-selfcheck: rehearsal only; run make gpu-selfcheck on a machine with a GPU to verify the GPU path"
+    exit "$FAILED"
+}
+if [ "${REHEARSE:-0}" = 1 ]; then rehearse "REHEARSE=1"; fi
+if ! "$PY" -c "import nnabla_ext.cuda" >/dev/null 2>&1 && \
+    "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('nnabla_ext.cuda') is not None)" 2>/dev/null; then
+    rehearse "nnabla-ext-cuda is not installed"
+fi
+if "$PY" -c "import sys; from training.device import device_count; sys.exit(device_count() != 0)" >/dev/null 2>&1; then
+    rehearse "nnabla-ext-cuda sees no CUDA device"
+fi
 # --- stack ------------------------------------------------------------------------------------
 # One GPU needs nnabla-ext-cuda and cuDNN 8; several also need NCCL and Open MPI's libmpi.so.
 if ! "$PY" - >"$WORK/stack.txt" 2>&1 <<'EOF'
