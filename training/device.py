@@ -50,9 +50,15 @@ def check_gpu_stack(multi_rank):
     except ImportError as e:
         if "No module named" in str(e):
             problems.append(f"nnabla-ext-cuda is not installed (no nnabla_ext.cuda): {INSTALL}")
+        elif "libcuda.so" in str(e):
+            problems.append("nnabla_ext.cuda does not load: no NVIDIA driver (libcuda.so.1 comes "
+                            "with the GPU driver, not with any pip package); on a machine "
+                            "without a GPU, rehearse the GPU path with --rehearse-gpu")
         else:
-            problems.append(f"nnabla_ext.cuda does not load ({e}): module load cuda/12.x (CUDA "
-                            "12 runtime libraries on LD_LIBRARY_PATH), then " + INSTALL)
+            problems.append(f"nnabla_ext.cuda does not load ({e}): the CUDA 12 runtime "
+                            "libraries are not on the library path: module load cuda/12.x, "
+                            "or where there is no CUDA module " + INSTALL + " (it then "
+                            "installs them from PyPI)")
     if not _loads("libcudnn.so.8"):
         problems.append("libcudnn.so.8 (cuDNN 8, which nnabla-ext-cuda120 1.39 links) is not "
                         f"loadable: {INSTALL} (installs nvidia-cudnn-cu12 8.9 and puts it on "
