@@ -5,6 +5,7 @@ baselines it is compared with, on MPI (mpi4py, CPU, numpy arrays) or NCCL (nnabl
     c = comm.create(algorithm="torus2d", grid="auto", bucket_mb=4, timeout_s=300)
     c.bcast(params)                      # rank 0's values everywhere
     c.all_reduce(grads, average=True)    # in place; mean over ranks
+    c.all_reduce([totals], full_precision=True)   # never narrowed (float16 sums as float32)
 
 Every communicator has ``rank``, ``size``, ``local_rank``, ``local_size``, ``grid`` (X, Y),
 ``algorithm``, ``all_reduce``, ``bcast``, ``barrier``, ``abort`` and ``counters()``.
