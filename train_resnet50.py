@@ -358,8 +358,9 @@ def main(argv=None):
             backward(train_net.loss, scale.scale if half else 1.0, overlap)
             local_loss += float(train_net.loss.d) / stage.accumulation
 
-        # One collective carries the gradients, every rank's loss and any stop request, so
-        # all ranks see the same mean loss and stop after the same step.
+        # The gradients' all-reduce, then one small full-precision one for every rank's loss
+        # and any stop request, so all ranks see the same mean loss and stop after the same
+        # step (a loss in float16 could round, or overflow into a false divergence).
         with meters.timing("allreduce"):
             loss, stop_now = exchange(local_loss, stop.requested, grads_done=overlap is not None)
         finite = math.isfinite(loss) and optimizer.grads_finite()
