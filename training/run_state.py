@@ -33,7 +33,7 @@ def prepare_output_dir(output_dir, clear):
     summary and checkpoints (--overwrite), so a later --resume cannot pick up stale state."""
     try:
         if clear:
-            for name in ("log.jsonl", "summary.json", CHECKPOINT_DIR):
+            for name in ("log.jsonl", "summary.json", "mlperf.log", CHECKPOINT_DIR):
                 path = os.path.join(output_dir, name)
                 if os.path.isdir(path):
                     shutil.rmtree(path)

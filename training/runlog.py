@@ -106,7 +106,10 @@ def truncate_log(path, step):
             except ValueError:
                 dropped += 1
                 continue
-            if record.get("step") is not None and record["step"] > step:
+            # A "stage" line at the checkpoint's step was written after the checkpoint (when
+            # the next update began a stage): the resumed run writes it again.
+            if record.get("step") is not None and (record["step"] > step or (
+                    record["step"] == step and record.get("event") == "stage")):
                 dropped += 1
                 continue
             kept.append(json.dumps(record) + "\n")
