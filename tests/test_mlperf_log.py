@@ -30,6 +30,18 @@ def test_truncate_keeps_the_lines_up_to_the_checkpoint_and_drops_run_stop(tmp_pa
     assert path.read_text().endswith("\n")
 
 
+def test_log_jsonl_is_cut_the_same_way(tmp_path):
+    """log.jsonl: lines of later steps go, and so does a stage line at the checkpoint's step
+    (written when the next update began, after the checkpoint; the resumed run writes it)."""
+    from training.runlog import truncate_log
+    path = tmp_path / "log.jsonl"
+    records = [{"event": "start", "step": 0}, {"event": "epoch", "step": 15},
+               {"event": "stage", "step": 15}, {"event": "step", "step": 16}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"event": "st')
+    assert truncate_log(str(path), 15) == 3
+    assert [json.loads(x)["event"] for x in path.read_text().splitlines()] == ["start", "epoch"]
+
+
 # --- the evaluation cadence ------------------------------------------------------------------
 def test_crossed_with_a_first_epoch_gives_mlperfs_cadence():
     epochs = [i * 0.3 for i in range(40)]                   # progress after each update

@@ -33,6 +33,8 @@ import sys
 from mlperf_logging.mllog import mllog
 from mlperf_logging.mllog import constants as K
 
+from .runlog import rewrite_lines
+
 FILE = "mlperf.log"
 TOKEN = ":::MLLOG "
 HERE = os.path.abspath(__file__)
@@ -42,25 +44,17 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 def truncate(path, step):
     """Keep the lines of ``path`` up to update ``step``; drop run_stop lines and lines that do
     not parse (cut off by a kill). Returns the number of lines dropped."""
-    if not os.path.exists(path):
-        return 0
-    kept, dropped = [], 0
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line[line.index(TOKEN) + len(TOKEN):])
-                late = (record.get("metadata") or {}).get("step", 0) > step
-            except (ValueError, AttributeError, TypeError):
-                dropped += 1
-                continue
-            if late or record.get("key") == K.RUN_STOP:
-                dropped += 1
-                continue
-            kept.append(line if line.endswith("\n") else line + "\n")
-    with open(path + ".tmp", "w") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)
-    return dropped
+    def keep(line):
+        try:
+            record = json.loads(line[line.index(TOKEN) + len(TOKEN):])
+            late = (record.get("metadata") or {}).get("step", 0) > step
+        except (ValueError, AttributeError, TypeError):
+            return None
+        if late or record.get("key") == K.RUN_STOP:
+            return None
+        return line if line.endswith("\n") else line + "\n"
+
+    return rewrite_lines(path, keep)
 
 
 def next_eval_epoch(done, every, first, total):
