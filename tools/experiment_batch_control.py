@@ -162,7 +162,8 @@ def table(args, rows, images):
     share = lambda b: f"{100 * b / images:.1f}%"  # noqa: E731
     pct = lambda ms: f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"  # noqa: E731
     lines = [f"| arm | global batch (share of the {images:,} training images per update) | "
-             "final top-1 (%) | best top-1 (%) | updates | wall time (s) | final top-1 per seed |",
+             f"final top-1 (%) | best top-1 (%) | updates | wall time (s) | final top-1 per seed "
+             f"({', '.join(map(str, args.seeds))}) |",
              "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for arm in ARMS:
         r = rows[arm]
@@ -209,12 +210,15 @@ def main(argv=None):
     rows = summarise(args, dirs)
     images = load_run(dirs[("small", args.seeds[0])]).start.get("train_images") or 0
     text = table(args, rows, images)
-    print("\n" + text)
+    print(f"\n{len(args.seeds)} seeds per arm, {args.epochs:g} epochs each; mean ± sample standard "
+          f"deviation over seeds\n{text}")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({arm: {k: v for k, v in r.items()} for arm, r in rows.items()}, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(f"`python -m tools.experiment_batch_control {shlex.join(argv)}`\n\n{text}\n")
+        f.write(f"`python -m tools.experiment_batch_control {shlex.join(argv)}`: "
+                f"{len(args.seeds)} seeds per arm, {args.epochs:g} epochs; mean ± sample "
+                f"standard deviation over seeds\n\n{text}\n")
     plot(rows, args.plot)
     print(f"\nwritten: {args.out}/results.md, results.json; plot {args.plot} "
           f"({time.time() - t0:.0f} s in all)")
