@@ -20,37 +20,43 @@ def variable(values, grad):
 
 @pytest.fixture
 def params():
-    # |w| = 5, |g| = 1 for the weight; a BN gamma and a bias with their own gradients
-    return {"conv1/conv/W": variable([[3.0, 4.0]], [[0.6, 0.8]]),
+    # |w| = 5, |g| = 1, not parallel; a BN gamma and a bias with their own gradients
+    return {"conv1/conv/W": variable([[3.0, 4.0]], [[0.8, -0.6]]),
             "conv1/bn/gamma": variable([1.0, 2.0], [0.5, -0.5]),
             "fc/affine/b": variable([0.0, 1.0], [1.0, 2.0])}
 
 
-def test_two_steps_match_the_hand_computed_reference(params):
+ON_HOST = pytest.mark.parametrize("on_host", [True, False], ids=["numpy", "nnabla-graph"])
+
+
+@ON_HOST
+def test_two_steps_match_the_hand_computed_reference(params, on_host):
     opt = Optimizer(params, momentum=0.9, weight_decay=0.01, kind="lars",
-                    lars_coefficient=0.001, lars_eps=0.0)
+                    lars_coefficient=0.001, lars_eps=0.0, lars_on_host=on_host)
     w, gamma, b = params["conv1/conv/W"], params["conv1/bn/gamma"], params["fc/affine/b"]
 
-    # step 1, lr 2: trust = 0.001 * 5 / (1 + 0.01 * 5) = 0.005 / 1.05
-    #   v = 2 * (0.005 / 1.05) * (g + 0.01 * w) = (0.01 / 1.05) * [0.63, 0.84] = [0.006, 0.008]
-    opt.step(2.0)
-    assert w.d == pytest.approx(np.array([[2.994, 3.992]]), abs=1e-6)
-    assert gamma.d == pytest.approx(np.array([1.0 - 2 * 0.5, 2.0 + 2 * 0.5]), abs=1e-6)  # no trust,
-    assert b.d == pytest.approx(np.array([0.0 - 2 * 1.0, 1.0 - 2 * 2.0]), abs=1e-6)     # no decay
+    # step 1, lr 1.05: trust = 0.001 * 5 / (1 + 0.01 * 5) = 0.005 / 1.05
+    #   v = 1.05 * (0.005 / 1.05) * (g + 0.01 * w) = 0.005 * [0.83, -0.56] = [0.00415, -0.0028]
+    opt.step(1.05)
+    assert w.d == pytest.approx(np.array([[2.99585, 4.0028]]), abs=1e-6)
+    assert gamma.d == pytest.approx(np.array([1 - 1.05 * 0.5, 2 + 1.05 * 0.5]), abs=1e-6)  # no trust,
+    assert b.d == pytest.approx(np.array([0 - 1.05 * 1, 1 - 1.05 * 2]), abs=1e-6)           # no decay
 
-    # step 2, lr 2, a zero gradient (a residual branch behind a zero-initialised BN gamma):
-    # the reference uses trust 1, so v = 0.9 * [0.006, 0.008] + 2 * 0.01 * [2.994, 3.992]
+    # step 2, lr 1.05, a zero gradient (a residual branch behind a zero-initialised BN gamma):
+    # the reference uses trust 1, so v = 0.9 * [0.00415, -0.0028] + 1.05 * 0.01 * w
+    #   = [0.003735 + 0.031456425, -0.00252 + 0.0420294] = [0.035191425, 0.0395094]
     for p in params.values():
         p.g[...] = 0
-    opt.step(2.0)
-    v2 = np.array([[0.0054 + 0.05988, 0.0072 + 0.07984]])
-    assert w.d == pytest.approx(np.array([[2.994, 3.992]]) - v2, abs=1e-6)
+    opt.step(1.05)
+    assert w.d == pytest.approx(np.array([[2.960658575, 3.9632906]]), abs=1e-6)
 
 
-def test_a_zero_weight_gets_a_plain_sgd_step():
+@ON_HOST
+def test_a_zero_weight_gets_a_plain_sgd_step(on_host):
     """|w| = 0: trust 1 (the reference), not 0 (no update at all)."""
     params = {"c/conv/W": variable([[0.0, 0.0]], [[1.0, -2.0]])}
-    Optimizer(params, momentum=0.9, weight_decay=1e-4, kind="lars").step(0.5)
+    Optimizer(params, momentum=0.9, weight_decay=1e-4, kind="lars",
+              lars_on_host=on_host).step(0.5)
     assert params["c/conv/W"].d == pytest.approx(np.array([[-0.5, 1.0]]), abs=1e-7)
 
 
@@ -73,9 +79,14 @@ def test_nnabla_lars_differs_where_the_gradient_is_zero():
     assert not np.allclose(ours, nnabla_lars)            # nnabla: trust eta / wd = 0.1
 
 
-def test_weight_decay_change_between_stages_is_used_at_once(params):
-    opt = Optimizer(params, momentum=0.9, weight_decay=0.01, kind="lars")
+@ON_HOST
+def test_weight_decay_change_between_stages_is_used_at_once(params, on_host):
+    opt = Optimizer(params, momentum=0.9, weight_decay=0.01, kind="lars", lars_on_host=on_host)
+    grads = {k: p.g.copy() for k, p in params.items()}
+    opt.step(0.0)                          # lr 0 changes nothing but builds the wd-0.01 graph
+    for k, p in params.items():
+        p.g = grads[k]                     # (the step rewrote the gradients in place)
     opt.configure(momentum=0.9, weight_decay=0.0)         # no decay: trust = 0.001 * 5 / 1
     opt.step(2.0)
     assert params["conv1/conv/W"].d == pytest.approx(
-        np.array([[3.0, 4.0]]) - 2 * 0.005 * np.array([[0.6, 0.8]]), abs=1e-6)
+        np.array([[3.0, 4.0]]) - 2 * 0.005 * np.array([[0.8, -0.6]]), abs=1e-6)
