@@ -13,8 +13,8 @@ BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 # --bind-to none: a rank's decoding threads may use any core, not the one it was bound to
 MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
-.PHONY: setup toy-data train report dry-run dry-run-paper test bench bench-comm bench-data clean \
-	help simulate sim-calibrate gpu-selfcheck
+.PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test bench bench-comm \
+	bench-data clean help simulate sim-calibrate gpu-selfcheck experiment-batch-control
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
@@ -22,6 +22,8 @@ help:
 	@echo "make report    tables, plots and report.md of the run in $(OUT), into $(OUT)/report"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
 	@echo "make dry-run-paper  print the 34K -> 68K schedule of configs/paper_224s.yaml on 2,176 GPUs"
+	@echo "make dry-run-lars   the LARS recipes from MLPerf's convergence points on 2,176 GPUs"
+	@echo "make experiment-batch-control  the paper's claim on the toy set: 3 arms x 3 seeds (~20 min)"
 	@echo "make bench-data  images/s of the DALI and Pillow loaders, data wait in training"
 	@echo "make setup     create $(VENV) with Python 3.8-3.10 and pinned dependencies"
 	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png"
@@ -50,6 +52,16 @@ dry-run: setup
 
 dry-run-paper: setup
 	$(PY) train_resnet50.py --config configs/paper_224s.yaml --dry-run --world-size 2176 --local-size 4
+
+dry-run-lars: setup
+	$(PY) train_resnet50.py --config configs/mlperf_lars_67k.yaml --dry-run --world-size 2176 --local-size 4
+	$(PY) train_resnet50.py --config configs/paper_224s_lars.yaml --dry-run --world-size 2176 --local-size 4
+
+# README "Batch-size control": constant small, constant large and small -> large batches on the
+# toy set, three seeds each (EXPERIMENT_ARGS=--help lists the knobs).
+EXPERIMENT_ARGS ?=
+experiment-batch-control: toy-data
+	$(PY) -m tools.experiment_batch_control --data-dir $(TOY) $(EXPERIMENT_ARGS)
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -8,7 +8,8 @@
     mpirun -np 4 python train_resnet50.py --config configs/cpu_demo.yaml --rehearse-gpu
 
 The run writes OUTPUT_DIR/config.yaml (the resolved config), log.jsonl (one JSON object per
-event), summary.json, checkpoints/step-*.npz and final_params.h5. README: "Logs", "Resume".
+event), mlperf.log (MLPerf's :::MLLOG format), summary.json, checkpoints/step-*.npz and
+final_params.h5. README: "Logs", "Resume".
 """
 import os
 import sys
@@ -41,6 +42,7 @@ from training.evaluate import average_bn_statistics, evaluate  # noqa: E402
 from training.finish import finish_run  # noqa: E402
 from training.graphs import TrainGraphs, build_val_graph  # noqa: E402
 from training.meters import Meters  # noqa: E402
+from training.mlperf_log import MLPerfLog  # noqa: E402
 from training.optim import Optimizer  # noqa: E402
 from training.progress import Progress, format_seconds  # noqa: E402
 from training.runlog import RunLog, truncate_log  # noqa: E402
@@ -102,9 +104,12 @@ def git_commit():
         return None
 
 
-def crossed(before, after, every):
-    """Did progress cross a multiple of ``every`` (epochs) between two points?"""
-    return every > 0 and math.floor(after / every + 1e-9) > math.floor(before / every + 1e-9)
+def crossed(before, after, every, first=None):
+    """Did progress cross ``first``, ``first + every``, ``first + 2 every``, ... (epochs;
+    ``first`` defaults to ``every``: its multiples) between two points?"""
+    first = every if first is None else first
+    count = lambda epoch: math.floor((epoch - first) / every + 1e-9)  # noqa: E731
+    return every > 0 and count(after) > count(before) and count(after) >= 0
 
 
 def check_and_plan(args, cfg, comm, output_dir, say):
@@ -217,6 +222,8 @@ def main(argv=None):
         ctx, float_ctx = gpu_contexts(comm.local_rank)
     rank0 = comm.rank == 0
     say = print if rank0 else (lambda *a, **k: None)
+    if cfg.note:
+        say(f"note: {cfg.note}")
     if rehearse:     # said once, in the run's first lines
         for line in rehearsal.NOT_REHEARSED:
             say(line)
@@ -228,6 +235,9 @@ def main(argv=None):
             cfg.model.channel_last = False
 
     listing, schedule, world_size, resume = check_and_plan(args, cfg, comm, output_dir, say)
+    if not args.dry_run:     # MLPerf's init_start (a resumed run cuts the file back instead)
+        mlperf = MLPerfLog(output_dir, cfg, comm.size, enabled=rank0,
+                           resume_step=resume[2]["step"] if resume else None)
 
     # --- model, graphs (one per per-rank batch size, all sharing the weights), optimizer ---
     nn.set_default_context(ctx)      # a dry run builds the graph on the CPU, computes nothing
@@ -255,7 +265,7 @@ def main(argv=None):
         return 0
 
     optimizer = Optimizer(params, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.optimizer,
-                          cfg.optim.lars_coefficient, cfg.optim.lars_eps)
+                          cfg.optim.lars_coefficient, cfg.optim.lars_eps, float_ctx)
     all_params = {**params, **statistics}
     exchange = Exchange(comm, params, cfg.comm.backward_callback)
     half = cfg.type_config == "half"
@@ -274,7 +284,8 @@ def main(argv=None):
         if rank0:
             dropped = truncate_log(os.path.join(output_dir, "log.jsonl"), step)
             say(f"resume: step {step} of {schedule.total_steps} from {path}"
-                + (f" ({dropped} log lines after it dropped)" if dropped else ""))
+                + (f" ({dropped} log lines after it dropped, {mlperf.dropped} of mlperf.log)"
+                   if dropped or mlperf.dropped else ""))
             changed = run_state.changed_settings(meta, cfg)
             if changed:
                 say(f"resume: warning: settings changed since the checkpoint: {', '.join(changed)}")
@@ -316,6 +327,7 @@ def main(argv=None):
                            run_state.make_meta(cfg, comm.size, loader.state(), meters, log.evals,
                                                scale), keep=cfg.checkpoint.keep)
 
+    mlperf.run_start(schedule, len(train_set), len(val_set))   # init_stop, run_start (fresh run)
     stop = StopRequest()
     progress = Progress(schedule.total_steps, initial_step=step, enabled=rank0)
     stage, status, lr = None, "completed", schedule.lr_at_step(step)
@@ -400,7 +412,11 @@ def main(argv=None):
             log.write("epoch", epoch=epoch_now, step=step, elapsed_s=meters.elapsed(),
                       global_batch=stage.global_batch, lr=lr, epoch_index=math.floor(epoch_now),
                       **meters.epoch_fields())
-        if crossed(epoch_before, epoch_now, cfg.eval.every_epochs) or last:
+            mlperf.epoch_stop(step, epoch_now)
+        evaluate_now = last or crossed(epoch_before, epoch_now, cfg.eval.every_epochs,
+                                       cfg.eval.first_epoch)
+        if evaluate_now:
+            mlperf.eval_start(step, epoch_now)
             with meters.timing("eval"):
                 average_bn_statistics(comm, exchange.arrays(statistics.values(), grad=False))
                 try:
@@ -410,8 +426,10 @@ def main(argv=None):
             log.write("eval", epoch=epoch_now, step=step, elapsed_s=meters.elapsed(),
                       val_top1=top1, val_top5=top5, val_loss=val_loss,
                       global_batch=stage.global_batch, lr=lr)
+            mlperf.eval_stop(step, epoch_now, top1)
             progress.message(f"epoch {epoch_now:.2f}: val top-1 {top1:.4f} top-5 {top5:.4f} "
                              f"loss {val_loss:.4f} ({format_seconds(meters.elapsed())})")
+        mlperf.next_update(step, epoch_before, epoch_now, evaluate_now)  # epoch/block/stage start
         ck = cfg.checkpoint
         if (last or stop_now or (ck.every_steps and step % ck.every_steps == 0)
                 or crossed(epoch_before, epoch_now, ck.every_epochs)):
@@ -423,9 +441,10 @@ def main(argv=None):
     # --- wrap up ---------------------------------------------------------------------------
     progress.close()
     loader.close()
-    run = SimpleNamespace(cfg=cfg, comm=comm, log=log, meters=meters, schedule=schedule,
-                          output_dir=output_dir, params=params, statistics=statistics,
-                          n_params=n_params, param_digest=args.param_digest)
+    run = SimpleNamespace(cfg=cfg, comm=comm, log=log, mlperf=mlperf, meters=meters,
+                          schedule=schedule, output_dir=output_dir, params=params,
+                          statistics=statistics, n_params=n_params,
+                          param_digest=args.param_digest)
     finish_run(run, step, stage, lr, status, stop.signal_name if status == "stopped" else None)
     return 0 if status in ("completed", "stopped") else 1
 

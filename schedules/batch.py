@@ -1,7 +1,8 @@
 """Batch-size control: the global batch in stages over epochs, resolved for a world size.
 
 A stage runs until an epoch and has a global batch (samples per update, summed over ranks),
-optionally with its own momentum, weight decay and label smoothing::
+optionally with its own momentum, weight decay, label smoothing and absolute peak learning
+rate (``peak_lr``: the rate the run's schedule shape is multiplied by during the stage)::
 
     [{until_epoch: 5, global_batch: 34816}, {until_epoch: 90, global_batch: 69632}]
 
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 MODES = ("grow_local", "accumulate")
-OPTIONAL_KEYS = ("momentum", "weight_decay", "label_smoothing")
+OPTIONAL_KEYS = ("momentum", "weight_decay", "label_smoothing", "peak_lr")
+UNBOUNDED_KEYS = ("weight_decay", "peak_lr")     # >= 0 (peak_lr > 0); the others in [0, 1]
 STAGE_KEYS = ("until_epoch", "global_batch") + OPTIONAL_KEYS
 
 
@@ -45,7 +47,7 @@ class Stage:
     first_step: int            # index of the stage's first update (0-based)
     steps: int                 # updates in the stage
     start_sample: int          # samples of the whole job consumed before its first step
-    overrides: dict = field(default_factory=dict)   # momentum / weight_decay / label_smoothing
+    overrides: dict = field(default_factory=dict)   # any of OPTIONAL_KEYS
 
     @property
     def end_step(self):
@@ -82,10 +84,10 @@ def check_stages(stages, epochs):
         if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
             raise ScheduleError(f"{where}.global_batch={batch!r} must be a positive integer")
         for key in OPTIONAL_KEYS:
-            value, upper = stage.get(key), math.inf if key == "weight_decay" else 1.0
+            value, upper = stage.get(key), math.inf if key in UNBOUNDED_KEYS else 1.0
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not 0 <= value <= upper):
-                bounds = ">= 0" if upper == math.inf else "in [0, 1]"
+                                      or not 0 <= value <= upper or key == "peak_lr" and value == 0):
+                bounds = {"peak_lr": "> 0", "weight_decay": ">= 0"}.get(key, "in [0, 1]")
                 raise ScheduleError(f"{where}.{key}={value!r} must be a number {bounds}")
         previous = until
     if not math.isclose(previous, epochs):

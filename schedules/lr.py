@@ -5,6 +5,10 @@ Goyal et al., or square-root rule). Progress is measured in epochs (a float: sam
 samples per epoch), so the value at any step follows from the step's position alone and a
 resumed run computes exactly what an uninterrupted one would.
 
+A recipe may instead state the peak as an absolute rate (``optim.peak_lr``; LARS recipes
+such as MLPerf's do), and the end of a cosine or poly decay as an absolute rate
+(``optim.end_lr``; MLPerf's closed rules fix 1e-4) rather than a fraction of the peak.
+
 Shape: linear warm-up from ``warmup_start_factor * peak`` to ``peak`` over ``warmup_epochs``
 (evaluated per iteration), then ``cosine``, ``poly`` (power) or ``step`` decay until
 ``total_epochs``.
@@ -40,9 +44,17 @@ def decay_factor(epoch, total_epochs, warmup_epochs, decay, poly_power=2.0,
 
 
 def learning_rate(epoch, peak, total_epochs, warmup_epochs=0.0, warmup_start_factor=0.0,
-                  decay="cosine", **decay_args):
-    """Rate at fractional ``epoch`` (the progress *before* the update it is used for)."""
+                  decay="cosine", end_lr=None, **decay_args):
+    """Rate at fractional ``epoch`` (the progress *before* the update it is used for).
+
+    ``end_lr``: the absolute rate a cosine or poly decay ends at (then ``final_factor`` is
+    not used): ``end_lr + (peak - end_lr) * shape``, as MLPerf's polynomial decay.
+    """
     if warmup_epochs > 0 and epoch < warmup_epochs:
         frac = epoch / warmup_epochs
         return peak * (warmup_start_factor + (1.0 - warmup_start_factor) * frac)
+    if end_lr is not None and decay != "step":
+        shape = decay_factor(epoch, total_epochs, warmup_epochs, decay,
+                             **dict(decay_args, final_factor=0.0))
+        return end_lr + (peak - end_lr) * shape
     return peak * decay_factor(epoch, total_epochs, warmup_epochs, decay, **decay_args)

@@ -74,7 +74,8 @@ def test_resolved_dump_loads_back_to_the_same_config(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["cpu_demo", "cpu_demo_constant", "resnet50_imagenet",
-                                  "paper_224s", "paper_122s", "goyal_8k"])
+                                  "paper_224s", "paper_122s", "goyal_8k", "mlperf_lars_67k",
+                                  "paper_224s_lars"])
 def test_shipped_configs_load(name):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     load_config(os.path.join(repo, "configs", f"{name}.yaml"))

@@ -337,3 +337,31 @@ def test_nnabla_reads_and_plots_the_series(two_runs, tmp_path):
                            loss, top1], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
+
+
+def mllog(key, time_ms, value=None, **metadata):
+    return ":::MLLOG " + json.dumps({"namespace": "", "time_ms": time_ms, "event_type": "x",
+                                     "key": key, "value": value, "metadata": metadata})
+
+
+@pytest.mark.parametrize("stop,ttt,to_target", [
+    (True, "10.0 s (success)", "4.0 s (top-1 ≥ 75.9%)"),   # run_stop - run_start; first >= 0.759
+    (False, "no run_stop yet", "4.0 s (top-1 ≥ 75.9%)"),
+])
+def test_mlperf_time_to_train_from_mlperf_log(tmp_path, stop, ttt, to_target):
+    run = copy_run(B16, tmp_path / "run")
+    lines = [mllog("init_start", 999000), mllog("run_start", 1_000_000),
+             mllog("eval_accuracy", 1_002_000, 0.5, epoch_num=1),
+             mllog("eval_accuracy", 1_004_000, 0.76, epoch_num=2),
+             mllog("eval_accuracy", 1_006_000, 0.8, epoch_num=3)]
+    lines += [mllog("run_stop", 1_010_000, status="success")] if stop else []
+    with open(os.path.join(run, "mlperf.log"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    t = table(report(run, "--out", str(tmp_path / "r")).stdout)
+    assert t["MLPerf time-to-train"] == [ttt]
+    assert t["MLPerf time to target"] == [to_target]
+
+
+def test_runs_without_mlperf_log_say_so(two_runs):
+    proc, _ = two_runs
+    assert table(proc.stdout)["MLPerf time-to-train"] == ["n/a (no mlperf.log)"] * 2

@@ -1,5 +1,8 @@
 """Distributed training survives what clusters do to it: SIGKILL, the scheduler's stop signal,
-a frozen rank, a truncated checkpoint, divergence. Real mpirun, 4 ranks as a 2x2 torus."""
+a frozen rank, a truncated checkpoint, divergence. Real mpirun, 4 ranks as a 2x2 torus.
+
+The runs use LARS with MLPerf's closed-division schedule (poly 2 to 1e-4), so their
+mlperf.log is also held against MLPerf's compliance checker here."""
 import json
 import os
 import random
@@ -9,6 +12,7 @@ import time
 
 import pytest
 
+from mlperf_check import comparable, compliance_failures, mllog_lines, toy_failures
 from mpi import REPO, mpirun_command, run_mpi
 
 # 240 toy images, batch 16 -> 32 after the first epoch: 15 + 8 = 23 updates in 2 epochs
@@ -18,7 +22,9 @@ TINY = ["--set", "model.width=0.125", "--set", "data.image_size=32",
                  "{until_epoch: 2, global_batch: 32}]",
         "--set", "optim.warmup_epochs=0.5", "--set", "eval.batch_size=20",
         "--set", "train.log_every_steps=1", "--set", "checkpoint.every_steps=3",
-        "--set", "checkpoint.every_epochs=0", "--set", "comm.grid=2x2"]
+        "--set", "checkpoint.every_epochs=0", "--set", "comm.grid=2x2",
+        "--set", "optim.optimizer=lars", "--set", "optim.base_lr=null",
+        "--set", "optim.peak_lr=2.0", "--set", "optim.decay=poly", "--set", "optim.end_lr=1e-4"]
 TOTAL_STEPS = 23
 
 
@@ -98,6 +104,16 @@ def test_sigkill_mid_epoch_then_resume_ends_bitwise_identical(reference, toy_dir
     assert summary["status"] == "completed" and summary["steps"] == TOTAL_STEPS
     assert summary["final_val_top1"] == expected["final_val_top1"]
 
+    # mlperf.log: cut back to the checkpoint and continued, it says what the uninterrupted
+    # run's says (one init, one run_start, one run_stop), and MLPerf's checker passes it but
+    # for what a toy run of batch-size control cannot meet
+    lines = mllog_lines(os.path.join(out, "mlperf.log"))
+    keys = [x["key"] for x in lines]
+    assert keys.count("init_start") == keys.count("run_start") == keys.count("run_stop") == 1
+    assert comparable(lines) == comparable(mllog_lines(os.path.join(reference, "mlperf.log")))
+    failures, text = compliance_failures(os.path.join(out, "mlperf.log"), str(tmp_path))
+    assert failures == toy_failures(summary["best_val_top1"]), text
+
 
 def test_sigusr1_checkpoints_and_exits_cleanly_then_resume_finishes(reference, toy_dir, tmp_path):
     out = str(tmp_path / "stopped")
@@ -125,6 +141,8 @@ def test_sigusr1_checkpoints_and_exits_cleanly_then_resume_finishes(reference, t
     assert digests(out)["trainable"] == digests(reference)["trainable"]
     steps = [r["step"] for r in records(out) if r["event"] == "step"]
     assert steps == list(range(1, TOTAL_STEPS + 1))
+    stops = [x for x in mllog_lines(os.path.join(out, "mlperf.log")) if x["key"] == "run_stop"]
+    assert [x["metadata"]["trainer_status"] for x in stops] == ["completed"]   # "stopped" cut
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous(reference, toy_dir, tmp_path):
@@ -185,7 +203,7 @@ def rank_pid(out, rank):
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(toy_dir, tmp_path):
     out = str(tmp_path / "diverged")
-    proc = run_mpi(4, trainer(toy_dir, out, "--set", "optim.base_lr=1.0e+6", "--set",
+    proc = run_mpi(4, trainer(toy_dir, out, "--set", "optim.peak_lr=1.0e+6", "--set",
                               "optim.warmup_epochs=0", "--set", "checkpoint.every_steps=1"),
                    timeout=300)
     assert proc.returncode == 1

@@ -62,7 +62,10 @@ class TrainConfig:
 @dataclass
 class OptimConfig:
     optimizer: str = "momentum"            # momentum | lars (LARS on weights; BN/bias: momentum)
-    base_lr: float = 0.1                   # per 256 samples; scaled by the global batch
+    base_lr: Optional[float] = 0.1         # per 256 samples, scaled by the global batch;
+                                           # null when peak_lr states the rate
+    peak_lr: Optional[float] = None        # absolute peak rate (every stage; a stage's own
+                                           # peak_lr wins); LARS recipes state it this way
     lr_scaling: str = "linear"             # linear | sqrt (in global_batch / 256)
     momentum: float = 0.9
     weight_decay: float = 1e-4             # not applied to BN parameters and biases
@@ -74,8 +77,10 @@ class OptimConfig:
     step_milestones: List[float] = field(default_factory=lambda: [30.0, 60.0, 80.0])
     step_gamma: float = 0.1
     final_lr_factor: float = 0.0           # cosine/poly end at factor * peak
-    lars_coefficient: float = 0.001        # LARS trust coefficient (eta)
-    lars_eps: float = 1e-6                 # LARS: avoids division by zero
+    end_lr: Optional[float] = None         # or at this absolute rate (MLPerf closed: 1e-4)
+    lars_coefficient: float = 0.001        # LARS trust coefficient (eta; MLPerf: 0.001)
+    lars_eps: float = 0.0                  # LARS: added to the trust ratio's denominator
+                                           # (MLPerf's closed rules: 0)
 
 
 @dataclass
@@ -91,8 +96,23 @@ class BatchConfig:
 @dataclass
 class EvalConfig:
     every_epochs: float = 1.0              # validation every N epochs, and always at the end
+    first_epoch: Optional[float] = None    # the first validation (then every_epochs apart);
+                                           # null: at every_epochs. MLPerf: every 4, first <= 4
     batch_size: int = 100                  # per rank
     top1_thresholds: List[float] = field(default_factory=lambda: [0.5, 0.75, 0.9])
+
+
+@dataclass
+class MLPerfConfig:
+    """OUTPUT_DIR/mlperf.log: the run in MLPerf Training's `:::MLLOG` format (training/mlperf_log.py;
+    docs/mlperf_log.md). The submission_* fields describe who ran it, on what."""
+    log: bool = True                       # write mlperf.log (rank 0)
+    target_top1: float = 0.759             # MLPerf's ResNet-50 quality target: run_stop is
+                                           # "success" if an evaluation reached it, else "aborted"
+    org: str = "unknown"                   # submission_org
+    platform: Optional[str] = None         # submission_platform; null: "<ranks>x<device>"
+    division: str = "closed"               # closed | open (which rule set the checker applies)
+    status: str = "research"               # cloud | onprem | preview | research
 
 
 @dataclass
@@ -125,6 +145,7 @@ class LossScaleConfig:
 
 @dataclass
 class Config:
+    note: Optional[str] = None             # one line the dry run and the trainer print first
     device: str = "cpu"                    # cpu | gpu (gpu: dry runs only until GPU support)
     type_config: str = "float"             # float | half
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -136,6 +157,7 @@ class Config:
     comm: CommConfig = field(default_factory=CommConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     loss_scale: LossScaleConfig = field(default_factory=LossScaleConfig)
+    mlperf: MLPerfConfig = field(default_factory=MLPerfConfig)
 
 
 CHOICES = {
@@ -151,15 +173,20 @@ CHOICES = {
     "batch.lr_batch": LR_BATCH,
     "comm.algorithm": ALGORITHMS,
     "comm.wire_dtype": WIRE_DTYPES,
+    "mlperf.division": ("closed", "open"),
+    "mlperf.status": ("cloud", "onprem", "preview", "research"),
 }
 POSITIVE = ("model.depth", "model.width", "data.image_size", "data.num_threads",
             "train.epochs", "train.log_every_steps", "optim.lars_coefficient",
-            "optim.base_lr", "eval.every_epochs", "eval.batch_size", "data.val_resize_ratio",
+            "eval.every_epochs", "eval.batch_size", "data.val_resize_ratio",
             "data.synthetic_train_size", "data.synthetic_val_size", "data.synthetic_classes",
             "comm.bucket_mb", "loss_scale.initial", "loss_scale.growth_interval")
-NON_NEGATIVE = ("checkpoint.every_steps", "checkpoint.every_epochs", "checkpoint.keep")
+NON_NEGATIVE = ("checkpoint.every_steps", "checkpoint.every_epochs", "checkpoint.keep",
+                "optim.lars_eps")
 FRACTIONS = ("optim.label_smoothing", "data.min_crop_area", "optim.warmup_start_factor",
-             "optim.final_lr_factor", "optim.momentum")
+             "optim.final_lr_factor", "optim.momentum", "mlperf.target_top1")
+# Optional keys that must be positive when they are set.
+POSITIVE_OR_NULL = ("optim.base_lr", "optim.peak_lr", "eval.first_epoch")
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -279,10 +306,15 @@ def validate(cfg):
     for key in FRACTIONS:
         if not 0 <= get(cfg, key) <= 1:
             raise ConfigError(f"{key}={get(cfg, key)} must lie in [0, 1]")
+    for key in POSITIVE_OR_NULL:
+        if get(cfg, key) is not None and get(cfg, key) <= 0:
+            raise ConfigError(f"{key}={get(cfg, key):g} must be positive, or null")
     if cfg.model.num_classes is not None and cfg.model.num_classes < 2:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} must be at least 2, "
                           "or null to take it from the data set")
     _validate_batch(cfg)
+    _validate_rate(cfg)
+    _validate_eval(cfg)
     if cfg.optim.warmup_epochs >= cfg.train.epochs:
         raise ConfigError(f"optim.warmup_epochs={cfg.optim.warmup_epochs} must be less than "
                           f"train.epochs={cfg.train.epochs}")
@@ -321,6 +353,44 @@ def _validate_batch(cfg):
         check_stages(b.stages, cfg.train.epochs)
     except ScheduleError as e:
         raise ConfigError(str(e)) from None
+
+
+def _validate_rate(cfg):
+    """One way to state the peak (per 256 and scaled, or absolute) and one way to end."""
+    o, stages = cfg.optim, cfg.batch.stages
+    every_stage = bool(stages) and all(isinstance(s, dict) and s.get("peak_lr") is not None
+                                       for s in stages)
+    if o.base_lr is not None and o.peak_lr is not None:
+        raise ConfigError(f"optim.base_lr={o.base_lr:g} and optim.peak_lr={o.peak_lr:g} are "
+                          "both set: give the rate one way, per 256 samples scaled with the "
+                          "batch (base_lr) or absolute (peak_lr); add --set optim.base_lr=null")
+    if o.base_lr is None and o.peak_lr is None and not every_stage:
+        raise ConfigError("no learning rate: set optim.base_lr (per 256 samples) or "
+                          "optim.peak_lr (absolute), or a peak_lr in every batch stage")
+    if o.end_lr is None:
+        return
+    if o.end_lr < 0:
+        raise ConfigError(f"optim.end_lr={o.end_lr:g} must be >= 0, or null")
+    if o.decay == "step":
+        raise ConfigError("optim.end_lr is where a cosine or poly decay ends; optim.decay=step "
+                          "has no end rate: drop end_lr or choose decay poly")
+    if o.final_lr_factor:
+        raise ConfigError(f"optim.end_lr={o.end_lr:g} and optim.final_lr_factor="
+                          f"{o.final_lr_factor:g} both set the end of the decay: keep one")
+    peaks = [s["peak_lr"] for s in stages if isinstance(s, dict) and s.get("peak_lr")]
+    peaks += [o.peak_lr] if o.peak_lr is not None else []
+    if any(p <= o.end_lr for p in peaks):
+        raise ConfigError(f"optim.end_lr={o.end_lr:g} must be below the peak rate "
+                          f"({min(peaks):g})")
+
+
+def _validate_eval(cfg):
+    """MLPerf's cadence: every N epochs from a first-evaluation epoch; inside the run."""
+    e, epochs = cfg.eval, cfg.train.epochs
+    if e.first_epoch is not None and e.first_epoch > epochs:
+        raise ConfigError(f"eval.first_epoch={e.first_epoch:g} is past train.epochs="
+                          f"{epochs:g}: the run would only be evaluated at its end; choose a "
+                          f"first epoch <= {epochs:g} (MLPerf ResNet-50: 1 to 4)")
 
 
 def validate_data(cfg):

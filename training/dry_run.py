@@ -29,18 +29,43 @@ def print_plan(cfg, schedule, n_params, listing, world_size, local_size):
     print(f"comm       {cfg.comm.algorithm}, grid {cfg.comm.grid}, buckets of "
           f"{cfg.comm.bucket_mb:g} MB" + (f", {cfg.comm.wire_dtype} on the wire"
                                           if cfg.comm.wire_dtype else ""))
-    print(f"lr         {o.base_lr:g} per 256 samples, {o.lr_scaling} in the "
-          f"{'current stage' if cfg.batch.lr_batch == 'stage' else 'first stage'}'s global "
-          f"batch; warm-up {o.warmup_epochs:g} epochs from {o.warmup_start_factor:g} x peak; "
-          f"{o.decay} decay to {cfg.train.epochs:g} epochs")
-    print(f"optimizer  {o.optimizer}, weight decay not on BN/bias"
-          + (f", LARS coefficient {o.lars_coefficient:g}" if o.optimizer == "lars" else ""))
+    print(f"lr         {describe_rate(cfg)}; warm-up {o.warmup_epochs:g} epochs from "
+          f"{o.warmup_start_factor:g} x peak; {o.decay} decay"
+          + (f" (power {o.poly_power:g})" if o.decay == "poly" else "")
+          + (f" to {o.end_lr:g}" if o.end_lr is not None else
+             f" to {o.final_lr_factor:g} x peak" if o.decay != "step" else "")
+          + f" at {cfg.train.epochs:g} epochs")
+    if o.optimizer == "lars":
+        print(f"optimizer  lars as MLPerf's reference: trust {o.lars_coefficient:g} |w| / (|g| + "
+              f"wd |w| + {o.lars_eps:g}) on conv/affine weights; BN and biases: momentum, no "
+              "decay, no trust ratio")
+    else:
+        print("optimizer  momentum SGD, weight decay not on BN/bias")
+    e, m = cfg.eval, cfg.mlperf
+    first = e.first_epoch if e.first_epoch is not None else e.every_epochs
+    print(f"eval       every {e.every_epochs:g} epochs from epoch {first:g}, and at the end"
+          + (f"; mlperf.log ({m.division} division), target top-1 {m.target_top1:g}"
+             if m.log else ""))
     c = cfg.checkpoint
     every = " and ".join(e for e in (f"{c.every_steps} steps" if c.every_steps else "",
                                      f"{c.every_epochs:g} epochs" if c.every_epochs else "") if e)
     print(f"checkpoint {'every ' + every + ', ' if every else ''}at the end and on "
           f"SIGUSR1/SIGTERM; newest {c.keep or 'all'} kept")
     print(schedule.table())
+
+
+def describe_rate(cfg):
+    o, b = cfg.optim, cfg.batch
+    if o.peak_lr is not None:
+        text = f"peak {o.peak_lr:g} (absolute)"
+    elif o.base_lr is not None:
+        text = (f"{o.base_lr:g} per 256 samples, {o.lr_scaling} in the "
+                f"{'current stage' if b.lr_batch == 'stage' else 'first stage'}'s global batch")
+    else:
+        text = "peak per stage"
+    if any(isinstance(s, dict) and s.get("peak_lr") is not None for s in b.stages):
+        text += " (a stage's own peak_lr wins: column peak)"
+    return text
 
 
 def print_gpu_plan(cfg, schedule, world_size, local_size):

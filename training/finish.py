@@ -1,4 +1,5 @@
-"""The end of a run: the last log line, summary.json, final parameters, a terminal summary."""
+"""The end of a run: the last log line, summary.json, mlperf.log's run_stop, final parameters,
+a terminal summary."""
 import hashlib
 import os
 import sys
@@ -50,6 +51,8 @@ def finish_run(run, step, stage, lr, status, signal_name=None):
         parameters=run.n_params, status=status)
     log.write_summary(summary)
     log.close()
+    run.mlperf.run_stop(step, status, log.evals)
+    run.mlperf.close()
     if run.param_digest:
         write_param_digest(run)
     if run.comm.rank != 0:

@@ -46,7 +46,7 @@ def prepare_output_dir(output_dir, clear):
         if clear:
             stale = [n for n in (os.listdir(output_dir) if os.path.isdir(output_dir) else ())
                      if n.startswith("param_digest.rank")]   # a run on more ranks left them
-            for name in ("log.jsonl", "summary.json", CHECKPOINT_DIR, *stale):
+            for name in ("log.jsonl", "summary.json", "mlperf.log", CHECKPOINT_DIR, *stale):
                 path = os.path.join(output_dir, name)
                 if os.path.isdir(path):
                     shutil.rmtree(path)

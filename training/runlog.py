@@ -90,28 +90,43 @@ class RunLog:
             self._file = None
 
 
-def truncate_log(path, step):
-    """Keep the lines of ``path`` written up to update ``step`` (a resume redoes the rest).
-
-    A line cut short by a killed process (not valid JSON) is dropped too. Returns the number
-    of lines removed. Written to a temporary file and renamed, like every output.
-    """
+def rewrite_lines(path, keep):
+    """Rewrite ``path`` with what ``keep(line)`` returns for each line (None drops it), to a
+    temporary file and renamed, like every output. Returns the number of lines dropped; a
+    missing file is left alone."""
     if not os.path.exists(path):
         return 0
     kept, dropped = [], 0
     with open(path) as f:
         for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
+            text = keep(line)
+            if text is None:
                 dropped += 1
-                continue
-            if record.get("step") is not None and record["step"] > step:
-                dropped += 1
-                continue
-            kept.append(json.dumps(record) + "\n")
+            else:
+                kept.append(text)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.writelines(kept)
     os.replace(tmp, path)
     return dropped
+
+
+def truncate_log(path, step):
+    """Keep the lines of ``path`` written up to update ``step`` (a resume redoes the rest).
+
+    A line cut short by a killed process (not valid JSON) is dropped too. Returns the number
+    of lines removed.
+    """
+    def keep(line):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        # A "stage" line at the checkpoint's step was written after the checkpoint (when the
+        # next update began a stage): the resumed run writes it again.
+        if record.get("step") is not None and (record["step"] > step or (
+                record["step"] == step and record.get("event") == "stage")):
+            return None
+        return json.dumps(record) + "\n"
+
+    return rewrite_lines(path, keep)

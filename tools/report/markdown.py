@@ -10,6 +10,11 @@ DEFINITIONS = """\
 - *wall time*: the run's `elapsed_s` (training and evaluation; setup excluded; cumulative over
   resumes) at its `end` line, or at its last line for a partial run.
 - *time to top-1 ≥ x*: `elapsed_s` of the first evaluation that reached x.
+- *MLPerf time-to-train*: `run_stop` minus `run_start` in `mlperf.log`, as MLPerf counts it
+  (wall clock: initialisation excluded, evaluation included; across resumes it includes the
+  time between the jobs), with `run_stop`'s status (`success`: an evaluation reached
+  `mlperf.target_top1`). *MLPerf time to target*: `run_start` to the first `eval_accuracy` at
+  or above the target, where an MLPerf run would have stopped (this trainer trains on).
 - *images/s*: the trainer's whole-run figure (its `end` line, evaluation excluded); for a
   partial or resumed run, all images of the `step` lines over their training seconds.
 - *scaling efficiency*: images/s per rank over images/s per rank of the first run with the

@@ -9,7 +9,10 @@ Definitions (the report's "How the numbers are computed" section repeats them):
 - data-wait share: the same with data_wait_s (cumulative within a process, so its increase
   per epoch), or data_wait_frac x seconds on lines that only have the fraction;
 - scaling efficiency: (images/s per rank) / (images/s per rank of the first run with the
-  fewest ranks), shown when the runs do not all have the same number of ranks.
+  fewest ranks), shown when the runs do not all have the same number of ranks;
+- MLPerf time-to-train: run_stop - run_start in mlperf.log (wall clock, so across resumes it
+  includes the time between jobs); MLPerf time to target: run_start to the first
+  eval_accuracy at or above mlperf.target_top1 (where an MLPerf run would have stopped).
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -17,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 from .runs import SEGMENT_EVENTS
 
 DEFAULT_THRESHOLDS = (0.5, 0.75, 0.9)
+MLPERF_TARGET = 0.759          # MLPerf's ResNet-50 top-1 target (the trainer's default too)
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Metrics:
     data_backend: Optional[str]
     efficiency: Optional[float] = None
     efficiency_baseline: Optional[str] = None
+    mlperf: Optional[dict] = None      # {"ttt_s", "status", "to_target_s", "target"} or None
 
 
 def windows(run, kind):
@@ -136,6 +141,23 @@ def library(run, sizes):
     return text
 
 
+def mlperf_times(run):
+    """Time-to-train as MLPerf counts it, from mlperf.log (None without one)."""
+    if not run.mlperf:
+        return None
+    target = run.section("mlperf").get("target_top1", MLPERF_TARGET)
+    start = next((x for x in run.mlperf if x.key == "run_start"), None)
+    stops = [x for x in run.mlperf if x.key == "run_stop"]
+    hit = next((x for x in run.mlperf if x.key == "eval_accuracy"
+                and isinstance(x.value["value"], (int, float)) and x.value["value"] >= target),
+               None)
+    seconds = lambda line: (line.timestamp - start.timestamp) / 1000  # noqa: E731
+    return {"target": target, "ttt_s": seconds(stops[-1]) if start and stops else None,
+            "status": stops[-1].value["metadata"].get("status") if stops else None,
+            "to_target_s": seconds(hit) if start and hit else None,
+            "started": start is not None}
+
+
 def compute(run, thresholds):
     evals = [r for r in run.events("eval") if r.get("val_top1") is not None]
     last = lambda key: next((r[key] for r in reversed(run.records)  # noqa: E731
@@ -169,7 +191,7 @@ def compute(run, thresholds):
         allreduce_share=_share(rows, "allreduce_s"), data_wait_share=_share(rows, "data_wait_s"),
         world_sizes=sizes, batch_schedule=batch_schedule(run),
         device=str(run.config.get("device") or "cpu").upper(), library=library(run, sizes),
-        data_backend=run.section("data").get("backend"))
+        data_backend=run.section("data").get("backend"), mlperf=mlperf_times(run))
 
 
 def add_scaling_efficiency(metrics):

@@ -5,6 +5,9 @@ unknown events and keys are kept and ignored, a missing optional key means "not 
 a line that is not a JSON object with an ``event`` is reported with its line number and
 skipped, and a missing or empty log is a ``ReportError`` (one line, names the fix).
 
+``mlperf.log`` (MLPerf's ``:::MLLOG`` lines, training/mlperf_log.py) is read with the
+mlperf-logging package's own parser when the run has one.
+
 Resumes: a resumed job appends to log.jsonl, and its ``elapsed_s`` continues from the
 checkpoint. A ``resume`` event (or a second ``start``) at step S starts a new segment; lines
 of the earlier attempt after step S describe work that was thrown away and redone, so they
@@ -35,6 +38,7 @@ class Run:
     config: dict = field(default_factory=dict)
     summary: Optional[dict] = None       # only when the log has an "end" line (else stale)
     resumes: int = 0
+    mlperf: Optional[list] = None        # mlperf.log's lines (mlp_parser LogLines), if any
 
     def events(self, *kinds):
         return [r for r in self.records if r["event"] in kinds]
@@ -132,6 +136,16 @@ def _read_json(path, warnings):
     return doc if isinstance(doc, dict) else None
 
 
+def read_mlperf(path, warnings):
+    """The lines of an mlperf.log through mlperf-logging's parser, or None without the file."""
+    if not os.path.isfile(path):
+        return None
+    from mlperf_logging.compliance_checker import mlp_parser
+    lines, errors = mlp_parser.parse_file(path, ruleset="4.0.0")
+    warnings.extend(f"{path}: unreadable line ({error}); skipped" for _, error in errors)
+    return lines
+
+
 def load_run(path, name=None):
     if not os.path.isdir(path):
         raise ReportError(f"{path} is not a directory: pass run directories written by "
@@ -148,6 +162,7 @@ def load_run(path, name=None):
     # over from an earlier run, so it is only trusted when the log itself has ended.
     if run.completed:
         run.summary = _read_json(os.path.join(path, "summary.json"), warnings)
+    run.mlperf = read_mlperf(os.path.join(path, "mlperf.log"), warnings)
     return run
 
 

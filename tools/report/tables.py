@@ -59,6 +59,24 @@ def reached(m, t):
     return f"{fmt_seconds(elapsed)} (epoch {fmt_epoch(epoch)})"
 
 
+def mlperf_ttt(m):
+    """run_start -> run_stop of mlperf.log, with its status."""
+    if m.mlperf is None:
+        return "n/a (no mlperf.log)"
+    if m.mlperf["ttt_s"] is None:
+        return "no run_stop yet" if m.mlperf["started"] else "no run_start yet"
+    between = ", with the time between jobs" if m.resumes else ""
+    return f"{fmt_seconds(m.mlperf['ttt_s'])} ({m.mlperf['status']}{between})"
+
+
+def mlperf_to_target(m):
+    if m.mlperf is None:
+        return NA
+    if m.mlperf["to_target_s"] is None:
+        return "not reached" if m.completed else "not reached yet"
+    return f"{fmt_seconds(m.mlperf['to_target_s'])} (top-1 ≥ {fmt_threshold(m.mlperf['target'])})"
+
+
 def per_run_table(metrics, thresholds, show_efficiency):
     """Metrics as rows, runs as columns: reads well for the handful of runs one compares."""
     rows = [
@@ -69,6 +87,8 @@ def per_run_table(metrics, thresholds, show_efficiency):
         ("epochs", [fmt_epoch(m.epochs) for m in metrics]),
         ("steps", [NA if m.steps is None else str(m.steps) for m in metrics]),
         ("wall time", [fmt_seconds(m.wall_s) for m in metrics]),
+        ("MLPerf time-to-train", [mlperf_ttt(m) for m in metrics]),
+        ("MLPerf time to target", [mlperf_to_target(m) for m in metrics]),
         ("top-1 final", [fmt_pct(m.final_top1) for m in metrics]),
         ("top-1 best", [NA if m.best_top1 is None else
                         f"{fmt_pct(m.best_top1)} (epoch {fmt_epoch(m.best_top1_epoch)})"
