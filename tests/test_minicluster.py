@@ -31,6 +31,7 @@ SHAPE = ["--set", "train.epochs=3", "--set", "batch.stages=[{until_epoch: 1, glo
          "16}, {until_epoch: 3, global_batch: 32}]", "--set", "comm.grid=auto",
          "--set", f"comm.timeout_s={TIMEOUT_S}"]
 TOTAL_STEPS = 30
+RANK_ENV = {"PYTHONPATH": REPO, "PYTHONUNBUFFERED": "1"}
 
 
 # --- without root: names, addresses and the launch agent ----------------------------------
@@ -78,7 +79,11 @@ def test_the_agent_runs_the_daemon_inside_the_node_it_names(tmp_path):
 
 # --- the cluster --------------------------------------------------------------------------
 def root_links():
-    return sorted(d["ifname"] for d in json.loads(network.sh("ip", "-j", "link", "show")))
+    """Interfaces in the root namespace with names the cluster uses inside its namespaces
+    (only those: another job on the machine may add its own meanwhile)."""
+    ours = re.compile(r"rail\d+|n\d+r\d+|hr\d+|p[01]")
+    return sorted(d["ifname"] for d in json.loads(network.sh("ip", "-j", "link", "show"))
+                  if ours.fullmatch(d["ifname"]))
 
 
 def processes_of(state_root):
@@ -159,6 +164,9 @@ def test_up_builds_only_inside_its_namespaces_with_no_route_out(cluster):
         assert {r["dst"] for r in routes if r.get("table", "main") == "main"} == set(L.subnets)
         assert not any(r["dst"] == "default" for r in routes)
         assert network.qdisc_rates(node) == {f"rail{r}": 200_000_000 for r in range(RAILS)}
+    for ns in L.namespaces:             # silent until a job runs: no ARP, IPv6 or IGMP
+        sent = {d["ifname"]: d["stats64"]["tx"]["packets"] for d in network.links(ns)}
+        assert set(sent.values()) == {0}, (ns, sent)
     switch = network.qdisc_rates(L.switch)
     assert switch == {L.port(i, r): 200_000_000 for i in range(1, NODES + 1) for r in range(RAILS)}
     again = cli(cluster, "up")
@@ -204,6 +212,34 @@ def test_ranks_are_on_their_nodes_and_every_algorithm_is_exact_across_them(clust
         assert sent[node]["rail0"] > total / 2 and sent[node]["rail1"] < total / 100, sent
 
 
+def test_killing_mpirun_ends_every_daemon_and_rank_even_on_a_cut_off_node(cluster):
+    """No stray ranks when a job is killed without warning. The connected nodes' daemons see
+    mpirun's sockets close; a node cut off sees nothing, and its daemon (PID 1 of its own PID
+    namespace, so its ranks go with it) ends by the parent-death signal the agent set."""
+    ready = "import time; from mpi4py import MPI; MPI.COMM_WORLD.Barrier(); print('ready', " \
+            "flush=True); time.sleep(600)"
+    p = cluster.popen([sys.executable, "-c", ready], G, env=RANK_ENV, text=True,
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    cut = cluster.layout.node(NODES)
+    try:
+        for _ in range(NODES * G):       # every rank is past MPI init and a barrier
+            assert p.stdout.readline().strip() == "ready"
+        assert all(len(network.pids(node)) > G for node in cluster.layout.node_names)
+        cluster.link(cut, up=False)
+        os.kill(p.pid, 9)                # mpirun alone, no warning
+        try:
+            p.communicate(timeout=60)    # ends when nothing holds its stdout any more
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            raise
+        deadline = time.time() + 30
+        while any(node_processes(cluster).values()) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(node_processes(cluster).values()), node_processes(cluster)
+    finally:
+        cluster.link(cut, up=True)
+
+
 # --- training across the nodes --------------------------------------------------------------
 def train(toy_dir, out, *extra):
     return [sys.executable, *trainer(toy_dir, out, *SHAPE, *extra)]
@@ -212,8 +248,7 @@ def train(toy_dir, out, *extra):
 @pytest.fixture(scope="module")
 def uninterrupted(cluster, toy_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("cluster-reference"))
-    r = cluster.run(train(toy_dir, out), G, timeout=600, cwd=REPO,
-                    env={"PYTHONPATH": REPO, "PYTHONUNBUFFERED": "1"})
+    r = cluster.run(train(toy_dir, out), G, timeout=600, cwd=REPO, env=RANK_ENV)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return out
 
@@ -244,7 +279,7 @@ def node_processes(c):
 def test_a_node_dropping_off_ends_the_run_and_resume_ends_as_uninterrupted(
         cluster, uninterrupted, toy_dir, tmp_path):
     out = str(tmp_path / "cut")
-    env = {"PYTHONPATH": REPO, "PYTHONUNBUFFERED": "1"}
+    env = RANK_ENV
     p = cluster.popen(train(toy_dir, out), G, cwd=REPO, env=env, text=True,
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     cut = cluster.layout.node(2)                         # ranks 2 and 3

@@ -91,8 +91,8 @@ def build(layout: Layout, made):
     for ns in L.namespaces:
         add_namespace(ns)
         made.append(ns)
-    for r in range(L.rails):
-        ip(L.switch, "link", "add", L.bridge(r), "type", "bridge")
+    for r in range(L.rails):   # an unmanaged switch: no IGMP snooping (it would send reports)
+        ip(L.switch, "link", "add", L.bridge(r), "type", "bridge", "mcast_snooping", "0")
         ip(L.switch, "link", "set", L.bridge(r), "up")
     for i in range(1, L.nodes + 1):
         for r in range(L.rails):
