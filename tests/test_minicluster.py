@@ -192,6 +192,12 @@ def test_reshape_and_link_change_every_link_and_come_back(cluster):
     assert bad.returncode == 2 and "'node9' is not a node of cluster" in bad.stderr
 
 
+def test_run_exits_with_the_status_of_the_command(cluster):
+    r = cli(cluster, "run", "--", "sh", "-c", '[ "$OMPI_COMM_WORLD_RANK" = 5 ] && exit 7; exit 0')
+    assert r.returncode == 7, r.stderr[-2000:]           # rank 5, on node 3
+    assert cli(cluster, "run", "--", "true").returncode == 0
+
+
 def test_ranks_are_on_their_nodes_and_every_algorithm_is_exact_across_them(cluster):
     r = cli(cluster, "run", "--ranks-per-node", str(G), "--rail-per-rank", "--",
             sys.executable, os.path.join(WORKERS, "cluster_probe.py"))
