@@ -1,8 +1,8 @@
 """A cluster's life: up, run jobs on it, reshape, cut a node off, down. State on disk.
 
-The state dir (``$MINICLUSTER_STATE_DIR/NAME``, default ``/run/minicluster/NAME``: tmpfs, gone
-at reboot like the namespaces themselves) holds ``state.json`` (the layout and what was made),
-the launch agent and host files. It is created before the first namespace, so a crash part-way
+The state dir (``$MINICLUSTER_STATE_DIR/NAME``, default ``/run/minicluster/NAME``) holds
+``state.json`` (the layout and what was made), the launch agent, host files and each job's
+per-node TMPDIR. A record whose namespaces are all gone (a reboot) counts as no cluster. It is created before the first namespace, so a crash part-way
 through ``up`` still leaves a record; ``down`` removes what the record names plus any
 namespace matching the cluster's own prefix (``NAME-switch``, ``NAME-head``, ``NAME-nodeI``).
 """
@@ -59,6 +59,9 @@ class Cluster:
         except FileNotFoundError:
             raise ClusterError(f"no cluster {name!r} is up (no {d}/state.json): start one with "
                                "python -m tools.minicluster up (make cluster-up)") from None
+        if not network.namespaces_of(name):
+            raise ClusterError(f"cluster {name!r} is recorded in {d} but its namespaces are "
+                               "gone (a reboot?): python -m tools.minicluster down, then up")
         return cls(Layout(**state["layout"]), d)
 
     @classmethod
@@ -69,7 +72,7 @@ class Cluster:
             raise ClusterError(str(e)) from None
         d = cls.dir_for(layout.name, root)
         found = network.namespaces_of(layout.name)
-        if os.path.exists(os.path.join(d, "state.json")):
+        if os.path.exists(os.path.join(d, "state.json")) and found:
             raise ClusterError(f"cluster {layout.name!r} is already up ({d}): use it, or "
                                "python -m tools.minicluster down first (or --name OTHER)")
         if found:
@@ -79,7 +82,8 @@ class Cluster:
         why = network.cannot_run_here(layout.name)
         if why:
             raise ClusterError(f"cannot emulate a cluster here: {why}")
-        os.makedirs(d, exist_ok=True)
+        shutil.rmtree(d, ignore_errors=True)       # a stale record (its namespaces are gone)
+        os.makedirs(d)
         cluster = cls(layout, d)
         made = []
         cluster._write_state(made=layout.namespaces, complete=False)   # a record before work
@@ -227,6 +231,8 @@ def down(name=None, root=None):
     nss = [ns for ns in recorded if ns in existing and ours.fullmatch(ns)]   # never another's
     nss += [ns for ns in network.namespaces_of(name) if ns not in nss]
     problems = network.destroy(nss)
+    for f in network.shm_files_of(name):       # what killed jobs left in /dev/shm
+        shutil.rmtree(f) if os.path.isdir(f) else os.unlink(f)
     if os.path.isdir(d) and not problems:
         shutil.rmtree(d)
     return nss, problems

@@ -25,8 +25,8 @@ AGENT = """#!/bin/sh
 # Runs COMMAND (PRRTE's daemon) as ssh would, but inside HOST's network namespace, with HOST as
 # hostname (new UTS namespace) in a new PID namespace whose processes all die with the daemon,
 # and with the parent-death signal set so that they also die if mpirun does. Each node has its
-# own TMPDIR for each job: PRRTE names its session dir after the daemon's pid, the same in every
-# node's PID namespace, and the nodes share this machine's /tmp.
+# own TMPDIR for each job, removed when the daemon ends: PRRTE names its session dir after the
+# daemon's pid, the same in every node's PID namespace, and the nodes share this machine's /tmp.
 while [ $# -gt 0 ]; do
     case $1 in
         -o|-l|-p|-i|-F|-J) shift 2 ;;
@@ -41,10 +41,21 @@ case $host in
     *) echo "minicluster agent: '$host' is not a node of cluster {name} ({first} ... {last})" >&2
        exit 255 ;;
 esac
-export TMPDIR={state_dir}/tmp/$ns.$$
-mkdir -p "$TMPDIR"
+# This job's TMPDIR, and a directory in memory for Open MPI's shared-memory backing files
+# (directly in /dev/shm they are left behind when a job is killed). Both are named after this
+# agent's pid, which lives as long as the node's daemon: those of ended jobs are removed here.
+tmp={state_dir}/tmp
+shm=${{MINICLUSTER_SHM:-/dev/shm}}
+for dir in "$tmp/$ns".* "$shm/minicluster.$ns".*; do
+    if [ -d "$dir" ] && ! kill -0 "${{dir##*.}}" 2>/dev/null; then rm -rf "$dir"; fi
+done
+export TMPDIR=$tmp/$ns.$$
+shm=$shm/minicluster.$ns.$$
+mkdir -p "$TMPDIR" "$shm"
+export OMPI_MCA_btl_sm_backing_directory="$shm" OMPI_MCA_shmem_mmap_backing_file_base_dir="$shm"
 exec setpriv --pdeathsig KILL ip netns exec "$ns" unshare --uts --pid --fork --kill-child \\
-    sh -c 'hostname "$0" && sh -c "$1"; status=$?; rm -rf "$TMPDIR"; exit $status' "$ns" "$*"
+    sh -c 'hostname "$0" && sh -c "$1"; status=$?; rm -rf "$TMPDIR" "$2"; exit $status' \\
+    "$ns" "$*" "$shm"
 """
 
 
@@ -54,7 +65,7 @@ def agent_script(layout: Layout, state_dir):
         names = [node] + [layout.address(i, r) for r in range(layout.rails)]
         cases.append(f"    {'|'.join(names)}) ns={node} ;;")
     return AGENT.format(name=layout.name, cases="\n".join(cases), first=layout.node(1),
-                        last=layout.node(layout.nodes), state_dir=state_dir)
+                        last=layout.node(layout.nodes), state_dir=shlex.quote(state_dir))
 
 
 def hostfile_text(layout: Layout, ranks_per_node, nodes=None):

@@ -114,3 +114,11 @@ def check_rate(rate):
 def namespace_pattern(name):
     """Matches exactly the namespaces a cluster called ``name`` can have made."""
     return re.compile(rf"{re.escape(check_name(name))}-(switch|head|node[0-9]+)")
+
+
+def shm_pattern(name):
+    """What a cluster's jobs can leave in /dev/shm: the agent's per-job directories
+    (minicluster.NODE.PID) and Open MPI's backing files had they gone there directly
+    (sm_segment.HOST.UID.JOB.RANK)."""
+    node = rf"{re.escape(check_name(name))}-(head|node[0-9]+)"
+    return re.compile(rf"minicluster\.{node}\.[0-9]+|sm_segment\.{node}\..+")

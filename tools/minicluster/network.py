@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from .layout import TBF, Layout, namespace_pattern
+from .layout import TBF, Layout, namespace_pattern, shm_pattern
 
 TOOLS = ("ip", "tc", "unshare", "setpriv")
 
@@ -183,6 +183,17 @@ def kill_processes(nss, grace_s=3.0):
                 return []
             time.sleep(0.1)
     return sorted(victims)
+
+
+SHM = "/dev/shm"
+
+
+def shm_files_of(name):
+    pattern = shm_pattern(name)
+    try:
+        return sorted(os.path.join(SHM, f) for f in os.listdir(SHM) if pattern.fullmatch(f))
+    except FileNotFoundError:
+        return []
 
 
 def destroy(nss):
