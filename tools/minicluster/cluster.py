@@ -2,9 +2,10 @@
 
 The state dir (``$MINICLUSTER_STATE_DIR/NAME``, default ``/run/minicluster/NAME``) holds
 ``state.json`` (the layout and what was made), the launch agent, host files and each job's
-per-node TMPDIR. A record whose namespaces are all gone (a reboot) counts as no cluster. It is created before the first namespace, so a crash part-way
-through ``up`` still leaves a record; ``down`` removes what the record names plus any
-namespace matching the cluster's own prefix (``NAME-switch``, ``NAME-head``, ``NAME-nodeI``).
+per-node TMPDIR. The record is written before the first namespace, so a crash part-way
+through ``up`` still leaves one; ``down`` removes what the record names plus any namespace
+matching the cluster's own prefix (``NAME-switch``, ``NAME-head``, ``NAME-nodeI``) and what
+jobs left in /dev/shm. A record whose namespaces are all gone (a reboot) counts as no cluster.
 """
 import json
 import os
@@ -118,8 +119,10 @@ class Cluster:
             raise ClusterError(f"{n} nodes asked for; cluster {self.layout.name!r} has "
                                f"{self.layout.nodes}")
         path = os.path.join(self.state_dir, f"hosts-{n}x{ranks_per_node}.txt")
-        with open(path, "w") as f:
+        tmp = f"{path}.{os.getpid()}"        # another job may be reading it: replace, not rewrite
+        with open(tmp, "w") as f:
             f.write(launch.hostfile_text(self.layout, ranks_per_node, n))
+        os.replace(tmp, path)
         return path
 
     def mpirun(self, mpirun_args):

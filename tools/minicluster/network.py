@@ -14,7 +14,7 @@ import time
 
 from .layout import TBF, Layout, namespace_pattern, shm_pattern
 
-TOOLS = ("ip", "tc", "unshare", "setpriv")
+TOOLS = ("ip", "tc", "unshare", "setpriv", "sysctl")
 
 
 class NetworkError(RuntimeError):
@@ -36,27 +36,28 @@ def ip(ns, *args, check=True):
 # --- can this machine do it? -----------------------------------------------------------------
 def cannot_run_here(probe_name):
     """None if this machine can build a cluster, else one line saying why not. Builds and
-    removes a throwaway namespace ``PROBE_NAME-switch`` with a shaped veth in it."""
+    removes a throwaway namespace ``PROBE_NAME-switch`` with a bridge and a shaped veth."""
     if os.geteuid() != 0:
         return "needs root (it creates network namespaces): run it as root"
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
-        return (f"missing {', '.join(missing)} (iproute2, util-linux): "
-                "apt-get install iproute2 util-linux")
+        return (f"missing {', '.join(missing)} (iproute2, util-linux, procps): "
+                "apt-get install iproute2 util-linux procps")
     ns = f"{probe_name}-switch"
     try:
         sh("ip", "netns", "add", ns)
     except NetworkError as e:
         return f"no network namespaces here ({e})"
+    steps = [("no veth interfaces here",
+              lambda: ip(ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1")),
+             ("no Linux bridges here", lambda: ip(ns, "link", "add", "b0", "type", "bridge")),
+             ("no tbf qdisc here, so links cannot be shaped", lambda: shape(ns, "p0", "1mbit"))]
     try:
-        ip(ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1")
-    except NetworkError as e:
-        return f"no veth interfaces here ({e})"
-    else:
-        try:
-            shape(ns, "p0", "1mbit")
-        except NetworkError as e:
-            return f"no tbf qdisc here, so links cannot be shaped ({e})"
+        for problem, step in steps:
+            try:
+                step()
+            except NetworkError as e:
+                return f"{problem} ({e})"
     finally:
         sh("ip", "netns", "del", ns, check=False)
     return None
