@@ -14,7 +14,8 @@ BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
 .PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test bench bench-comm \
-	bench-data clean help simulate sim-calibrate gpu-selfcheck experiment-batch-control
+	bench-data clean help simulate sim-calibrate gpu-selfcheck experiment-batch-control \
+	cluster-up cluster-down cluster-train
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
@@ -31,6 +32,9 @@ help:
 	@echo "make bench     run every benchmark (bench-comm, bench-data)"
 	@echo "make gpu-selfcheck  does the GPU path work here? (a verdict per item; without a GPU: REHEARSED on CPU ranks)"
 	@echo "make bench-comm  all-reduce algorithms on NP=$(NP) ranks, grid GRID=$(GRID)"
+	@echo "make cluster-up  (root) emulate $(CLUSTER_NODES) nodes x $(CLUSTER_RAILS) rails at $(CLUSTER_RATE) in network namespaces"
+	@echo "make cluster-train  the make train recipe on the emulated nodes, $(CLUSTER_G) ranks each, comm.grid=auto, into $(CLUSTER_OUT)"
+	@echo "make cluster-down  remove the emulated cluster (and a crashed run's leftovers)"
 
 setup:
 	@bash tools/setup_env.sh $(VENV)
@@ -90,6 +94,26 @@ sim-calibrate: setup
 # GPU owners: a few minutes of real GPU work, a verdict per item (README "GPU").
 gpu-selfcheck: setup
 	bash tools/gpu_selfcheck.sh
+
+# The emulated cluster (README "An emulated cluster"; needs root). MINICLUSTER_NAME picks
+# another cluster than the default "mc".
+CLUSTER_NODES ?= 4
+CLUSTER_RAILS ?= 2
+CLUSTER_RATE ?= 200mbit
+CLUSTER_G ?= 2
+CLUSTER_OUT ?= runs/cluster
+MINICLUSTER := $(PY) -m tools.minicluster
+cluster-up: setup
+	$(MINICLUSTER) up --nodes $(CLUSTER_NODES) --rails $(CLUSTER_RAILS) --rate $(CLUSTER_RATE)
+
+cluster-down: setup
+	$(MINICLUSTER) down
+
+# comm.grid=auto: the trainer finds X = ranks per node and Y = nodes from where its ranks run.
+cluster-train: toy-data
+	@$(MINICLUSTER) status >/dev/null 2>&1 || { echo "no emulated cluster is up: make cluster-up first" >&2; exit 1; }
+	$(MINICLUSTER) run --ranks-per-node $(CLUSTER_G) -- $(abspath $(PY)) train_resnet50.py \
+	  --config $(CONFIG) --data-dir $(TOY) --output-dir $(CLUSTER_OUT) --overwrite --set comm.grid=auto
 
 bench-data: toy-data
 	$(PY) tools/bench_data.py --toy-dir $(TOY)
