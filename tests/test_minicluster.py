@@ -30,7 +30,11 @@ TIMEOUT_S = 10      # comm.timeout_s of the training runs: the cut run must end 
 # test_resume's tiny run for 3 epochs: 15 updates at batch 16, then 15 at 32; grid from nodes
 SHAPE = ["--set", "train.epochs=3", "--set", "batch.stages=[{until_epoch: 1, global_batch: "
          "16}, {until_epoch: 3, global_batch: 32}]", "--set", "comm.grid=auto",
-         "--set", f"comm.timeout_s={TIMEOUT_S}"]
+         "--set", f"comm.timeout_s={TIMEOUT_S}",
+         # momentum SGD as in cpu_demo.yaml: test_resume's LARS at a peak of 2.0 diverges at
+         # 2 images per rank on 8 ranks (BN statistics of 2 images)
+         "--set", "optim.optimizer=momentum", "--set", "optim.peak_lr=null",
+         "--set", "optim.base_lr=0.8", "--set", "optim.decay=cosine", "--set", "optim.end_lr=null"]
 TOTAL_STEPS = 30
 RANK_ENV = {"PYTHONPATH": REPO, "PYTHONUNBUFFERED": "1"}
 
