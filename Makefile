@@ -15,7 +15,7 @@ MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(sh
 
 .PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test bench bench-comm \
 	bench-data clean help simulate sim-calibrate gpu-selfcheck experiment-batch-control \
-	cluster-up cluster-down cluster-train
+	cluster-up cluster-down cluster-train cluster-bench
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
@@ -34,6 +34,7 @@ help:
 	@echo "make bench-comm  all-reduce algorithms on NP=$(NP) ranks, grid GRID=$(GRID)"
 	@echo "make cluster-up  (root) emulate $(CLUSTER_NODES) nodes x $(CLUSTER_RAILS) rails at $(CLUSTER_RATE) in network namespaces"
 	@echo "make cluster-train  the make train recipe on the emulated nodes, $(CLUSTER_G) ranks each, comm.grid=auto, into $(CLUSTER_OUT)"
+	@echo "make cluster-bench  (root) all-reduce across its own emulated cluster, 4 nodes x 2, 2 rails (~6 min)"
 	@echo "make cluster-down  remove the emulated cluster (and a crashed run's leftovers)"
 
 setup:
@@ -114,6 +115,13 @@ cluster-train: toy-data
 	@$(MINICLUSTER) status >/dev/null 2>&1 || { echo "no emulated cluster is up: make cluster-up first" >&2; exit 1; }
 	$(MINICLUSTER) run --ranks-per-node $(CLUSTER_G) -- $(abspath $(PY)) train_resnet50.py \
 	  --config $(CONFIG) --data-dir $(TOY) --output-dir $(CLUSTER_OUT) --overwrite --set comm.grid=auto
+
+# comm/'s algorithms across 4 emulated nodes x 2 ranks, 2 rails at 200 Mbit/s, rail per rank,
+# with Open MPI's default components and with coll/han excluded (tools/cluster_bench.py).
+CLUSTER_BENCH_ARGS ?=
+cluster-bench: setup
+	@mkdir -p runs
+	$(PY) -m tools.cluster_bench $(CLUSTER_BENCH_ARGS)
 
 bench-data: toy-data
 	$(PY) tools/bench_data.py --toy-dir $(TOY)

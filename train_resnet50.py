@@ -213,7 +213,8 @@ def main(argv=None):
         comm = create_communicator(
             cfg.comm.algorithm, cfg.comm.grid, backend="nccl" if nccl else "mpi",
             bucket_mb=cfg.comm.bucket_mb, wire_dtype=cfg.comm.wire_dtype,
-            timeout_s=cfg.comm.timeout_s, **({"ctx": ctx} if nccl else {}),
+            timeout_s=cfg.comm.timeout_s, column_phase=cfg.comm.column_phase,
+            **({"ctx": ctx} if nccl else {}),
             **({"nnabla_communicator": rehearsal.MultiProcessDataParallelCommunicator}
                if nccl and rehearse else {}))
     except CommError as e:

@@ -15,10 +15,10 @@ The pure logic (grid, groups, buckets, step and byte counts) is in ``comm/plan.p
 import os
 
 from .local import LocalCommunicator
-from .plan import ALGORITHMS, WIRE_DTYPES, CommError, parse_grid
+from .plan import ALGORITHMS, COLUMN_PHASES, WIRE_DTYPES, CommError, parse_grid
 
 BACKENDS = ("mpi", "nccl")
-DEFAULTS = {"bucket_mb": 4.0, "wire_dtype": None, "timeout_s": 300.0}
+DEFAULTS = {"bucket_mb": 4.0, "wire_dtype": None, "timeout_s": 300.0, "column_phase": "auto"}
 # Set by mpirun/srun/PMI launchers in every rank's environment.
 LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK", "SLURM_PROCID",
                  "MPI_LOCALNRANKS")
@@ -30,7 +30,7 @@ def launched_by_mpi():
 
 def create(algorithm="torus2d", grid=None, backend="mpi", **options):
     """A communicator for this job. Options: bucket_mb, wire_dtype, timeout_s (0: no
-    watchdog); with backend="nccl" also ctx (the nnabla context) and optionally
+    watchdog), column_phase (torus2d on MPI: auto | ring | allreduce, comm/mpi.py); with backend="nccl" also ctx (the nnabla context) and optionally
     nnabla_communicator (what makes nnabla's communicator from ctx; default
     nnabla.communicators.MultiProcessDataParallelCommunicator, rehearsal/ passes its double).
     Raises CommError (one line,
@@ -51,6 +51,9 @@ def create(algorithm="torus2d", grid=None, backend="mpi", **options):
     if opts["wire_dtype"] not in WIRE_DTYPES:
         raise CommError(f"comm.wire_dtype={opts['wire_dtype']!r} is not one of "
                         f"{', '.join(map(str, WIRE_DTYPES))}")
+    if opts["column_phase"] not in COLUMN_PHASES:
+        raise CommError(f"comm.column_phase={opts['column_phase']!r} is not one of "
+                        f"{', '.join(COLUMN_PHASES)}")
     if not opts["bucket_mb"] > 0:
         raise CommError(f"comm.bucket_mb={opts['bucket_mb']} must be positive")
     if not opts["timeout_s"] >= 0:

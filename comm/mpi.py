@@ -45,7 +45,7 @@ class MpiCommunicator:
     backend = "mpi"
 
     def __init__(self, algorithm="torus2d", grid=None, bucket_mb=4.0, wire_dtype=None,
-                 timeout_s=300.0, world=None):
+                 timeout_s=300.0, column_phase="auto", world=None):
         self.algorithm = algorithm
         self.bucket_bytes = int(bucket_mb * 2 ** 20)
         self.wire_dtype = wire_dtype
@@ -64,10 +64,13 @@ class MpiCommunicator:
             self.layout_grid = plan.Grid.from_shape(*shape, self.size, spec=grid)
         self.grid = self.layout_grid.shape
         self.phases = plan.phases(algorithm, self.layout_grid)
-        self.multiple = plan.chunk_multiple(algorithm, self.layout_grid)
         i, j = self.layout_grid.position(self.rank)
         self.row = self.world.Split(color=i, key=j)
         self.col = self.world.Split(color=j, key=i)
+        self.column_ring = self._column_is_ring(column_phase)
+        # the column ring cuts each row shard into Y chunks: buckets divide into X * Y
+        self.multiple = (self.grid[0] * self.grid[1] if self.column_ring
+                         else plan.chunk_multiple(algorithm, self.layout_grid))
         self.row_name, self.row_ranks = f"row{i}", list(self.layout_grid.row_of(self.rank))
         self.col_name, self.col_ranks = f"col{j}", list(self.layout_grid.col_of(self.rank))
         self.host = MPI.Get_processor_name()
@@ -77,6 +80,7 @@ class MpiCommunicator:
         self.counters_ = Counters()
         self._layouts = {}      # signature -> Layout (checked across ranks on first use)
         self._buffers = {}      # wire dtype -> (bucket buffer, chunk buffer)
+        self._ring_recvs = {}   # wire dtype -> the column ring's receive chunk
         self._seq = 0
 
     # --- setup helpers ------------------------------------------------------------------------
@@ -109,6 +113,24 @@ class MpiCommunicator:
             return ProgressBoard.local(self.rank)
         slots = {r: s for s, r in enumerate(node.allgather(self.rank))}
         return ProgressBoard(records, slots, self.rank)
+
+    def _column_is_ring(self, column_phase):
+        """torus2d's column phase: a ring of Sendrecv where a column spans nodes, else (and for
+        "allreduce") Open MPI's MPI_Allreduce. Across emulated nodes with two rails the ring
+        made torus2d 1.7x faster than MPI_Allreduce in the column (whose tuned/han algorithms
+        are not a bandwidth-optimal ring there); inside one node MPI_Allreduce stays faster
+        (README, "comm/"). The same answer on every rank: the column's node count is agreed."""
+        if column_phase not in plan.COLUMN_PHASES:
+            raise CommError(f"comm.column_phase={column_phase!r} is not one of "
+                            f"{', '.join(plan.COLUMN_PHASES)}")
+        if self.algorithm != "torus2d" or self.grid[1] == 1 or column_phase == "allreduce":
+            return False
+        if column_phase == "ring":
+            return True
+        on_my_node = self.col.Split_type(MPI.COMM_TYPE_SHARED, key=self.col.rank)
+        spans_nodes = on_my_node.size < self.col.size
+        on_my_node.Free()
+        return bool(self.col.allreduce(int(spans_nodes), op=MPI.MAX))
 
     def _abort_job(self, code):
         MPI.COMM_WORLD.Abort(code)
@@ -197,7 +219,15 @@ class MpiCommunicator:
             self._call("rs_row", self.row_name, self.row_ranks, k, nb,
                        lambda: self.row.Ireduce_scatter_block(data, sdata, op=op).Wait(),
                        "reduce_scatter", buf.nbytes, x)
-        if y > 1:
+        if y > 1 and self.column_ring:
+            parts = np.split(shard, y)
+            recv = self._ring_recv(shard.dtype, parts[0].size)
+            sent = 2 * (y - 1) * parts[0].nbytes
+            self._call("ar_col", self.col_name, self.col_ranks, k, nb,
+                       lambda: (_ring_reduce_scatter(self.col, parts, recv),
+                                _ring_all_gather(self.col, parts)),
+                       None, sent, y, 2 * (y - 1))
+        elif y > 1:
             self._call("ar_col", self.col_name, self.col_ranks, k, nb,
                        lambda: self.col.Allreduce(MPI.IN_PLACE, sdata, op=op),
                        "all_reduce", shard.nbytes, y)
@@ -230,28 +260,22 @@ class MpiCommunicator:
 
     def _ring(self, buf, chunk, k, nb):
         """The flat ring (Patarasuk & Yuan): N-1 reduce-scatter steps, N-1 all-gather steps."""
-        n, r = self.size, self.rank
-        right, left = (r + 1) % n, (r - 1) % n
-        c = buf.size // n
-        part = [buf[i * c:(i + 1) * c] for i in range(n)]
-        recv = chunk[:c]
+        n = self.size
+        parts = np.split(buf, n)
+        recv = chunk[:parts[0].size]
         world = list(range(n))
+        sent = (n - 1) * parts[0].nbytes      # counted from the calls made, not a formula
+        self._call("rs_ring", "world", world, k, nb,
+                   lambda: _ring_reduce_scatter(self.world, parts, recv), None, sent, n, n - 1)
+        self._call("ag_ring", "world", world, k, nb,
+                   lambda: _ring_all_gather(self.world, parts), None, sent, n, n - 1)
 
-        def reduce_scatter():
-            for s in range(n - 1):
-                dst = part[(r - s - 1) % n]
-                self.world.Sendrecv(_mpi(part[(r - s) % n])[0], right, recvbuf=_mpi(recv)[0],
-                                    source=left)
-                np.add(dst, recv, out=dst)
-
-        def all_gather():
-            for s in range(n - 1):
-                self.world.Sendrecv(_mpi(part[(r + 1 - s) % n])[0], right,
-                                    recvbuf=_mpi(part[(r - s) % n])[0], source=left)
-
-        sent = (n - 1) * c * buf.itemsize      # counted from the calls made, not a formula
-        self._call("rs_ring", "world", world, k, nb, reduce_scatter, None, sent, n, n - 1)
-        self._call("ag_ring", "world", world, k, nb, all_gather, None, sent, n, n - 1)
+    def _ring_recv(self, dtype, size):
+        """The receive buffer of the column ring (one chunk), grown on demand."""
+        have = self._ring_recvs.get(dtype)
+        if have is None or have.size < size:
+            have = self._ring_recvs[dtype] = np.zeros(size, dtype)
+        return have[:size]
 
     # --- plumbing -------------------------------------------------------------------------------
     def _call(self, phase, group, ranks, k, nb, fn, kind=None, nbytes=0, group_size=1,
@@ -308,6 +332,26 @@ class MpiCommunicator:
     def __repr__(self):
         return (f"MpiCommunicator({self.algorithm}, grid {self.layout_grid}, rank {self.rank}/"
                 f"{self.size}, row {describe(self.row_ranks)}, col {describe(self.col_ranks)})")
+
+
+# --- rings of point-to-point steps (Patarasuk & Yuan) -----------------------------------------
+def _ring_reduce_scatter(comm, parts, recv):
+    """N-1 steps: afterwards rank r holds the sum of chunk (r+1) % N over the ring."""
+    n, r = comm.size, comm.rank
+    right, left = (r + 1) % n, (r - 1) % n
+    for s in range(n - 1):
+        dst = parts[(r - s - 1) % n]
+        comm.Sendrecv(_mpi(parts[(r - s) % n])[0], right, recvbuf=_mpi(recv)[0], source=left)
+        np.add(dst, recv, out=dst)
+
+
+def _ring_all_gather(comm, parts):
+    """N-1 steps: every rank passes on the summed chunk it received last."""
+    n, r = comm.size, comm.rank
+    right, left = (r + 1) % n, (r - 1) % n
+    for s in range(n - 1):
+        comm.Sendrecv(_mpi(parts[(r + 1 - s) % n])[0], right,
+                      recvbuf=_mpi(parts[(r - s) % n])[0], source=left)
 
 
 # --- packing ----------------------------------------------------------------------------------

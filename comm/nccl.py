@@ -75,11 +75,17 @@ class NcclCommunicator:
     backend = "nccl"
 
     def __init__(self, ctx, algorithm="torus2d", grid=None, bucket_mb=4.0, wire_dtype=None,
-                 timeout_s=300.0, nnabla_comm=None, communicator_factory=None):
+                 timeout_s=300.0, column_phase="auto", nnabla_comm=None,
+                 communicator_factory=None):
         if algorithm not in NCCL_ALGORITHMS:
             raise CommError(f"comm.algorithm={algorithm!r} needs point-to-point calls that "
                             f"nnabla's communicator lacks; on nccl use one of "
                             f"{', '.join(NCCL_ALGORITHMS)}")
+        if column_phase == "ring":
+            # nnabla's communicator has no point-to-point calls; NCCL's all_reduce picks its
+            # own ring or tree per call, which is what the column phase gets here
+            raise CommError("comm.column_phase=ring is MPI-only (nnabla's communicator has no "
+                            "point-to-point calls; NCCL picks ring or tree itself): use auto")
         if wire_dtype is not None:
             raise CommError("comm.wire_dtype is MPI-only; on nccl set type_config=half (nnabla "
                             "then picks its half-precision communicator)")

@@ -18,6 +18,7 @@ import numpy as np
 
 ALGORITHMS = ("torus2d", "ring", "hierarchical", "native")
 WIRE_DTYPES = (None, "float32", "float16")
+COLUMN_PHASES = ("auto", "ring", "allreduce")   # torus2d's column phase on MPI (comm/mpi.py)
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 # Every phase any backend runs, with a fixed code so ranks can read each other's position.
 PHASE_NAMES = ("pack", "unpack", "rs_row", "ar_col", "ag_row", "reduce_row", "ar_leaders",

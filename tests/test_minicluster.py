@@ -228,7 +228,8 @@ def test_ranks_are_on_their_nodes_and_every_algorithm_is_exact_across_them(clust
         assert me["rail"] == str(rank % G % RAILS)
         assert me["btl_tcp_if_include"] == L.subnet(rank % G % RAILS)
     assert res["auto_grid"] == [G, NODES]                  # comm.grid=auto from the nodes
-    assert res["failures"] == [] and res["checked"] == 60   # 4 algorithms x 15 cases
+    assert res["column_ring"] is True        # columns span nodes: torus2d's ring column phase
+    assert res["failures"] == [] and res["checked"] == 75   # (4 algorithms + 1) x 15 cases
     # Local rank 0 of node 1 sent to local rank 0 of node 2: with a rail per rank, on rail 0.
     sent, total = res["node1_sent"], res["rail_mb"] * 2 ** 20
     assert sent["rail0"] > total and sent["rail1"] < total / 100, sent

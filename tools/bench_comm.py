@@ -54,8 +54,17 @@ def parse_args(argv):
     p.add_argument("--factor", type=int, default=4, help="size step between rows (default 4)")
     p.add_argument("--no-resnet", action="store_true", help="skip the ResNet-50 gradient list")
     p.add_argument("--resnet-only", action="store_true", help="only the ResNet-50 list")
+    p.add_argument("--resnet-width", type=float, default=1.0,
+                   help="width multiplier of the ResNet-50 list (default 1: 25.6M elements; "
+                        "0.25 has the same 161 arrays and 1.6M elements, for slow links)")
     p.add_argument("--bucket-mb", type=float, default=comm.DEFAULTS["bucket_mb"])
     p.add_argument("--wire-dtype", default=None, choices=["float16", "float32"])
+    p.add_argument("--column-phase", default=comm.DEFAULTS["column_phase"],
+                   choices=["auto", "ring", "allreduce"],
+                   help="torus2d's column phase on MPI (default auto: ring across nodes)")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="add KEY to every JSON row (repeatable; e.g. rails=2 from "
+                        "tools/cluster_bench.py); a number if it parses as one")
     p.add_argument("--timeout-s", type=float, default=comm.DEFAULTS["timeout_s"])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--iter-bytes", default="256M",
@@ -94,13 +103,13 @@ class Plain:
             offset += a.size
 
 
-def resnet50_shapes():
+def resnet50_shapes(width=1.0):
     """Shapes of ResNet-50's trainable parameters, built once on rank 0 from models/resnet.py."""
     shapes = None
     if WORLD.rank == 0:
         import nnabla as nn
         from models.resnet import ResNet
-        model = ResNet(50, 1000)
+        model = ResNet(50, 1000, width=width)
         model(nn.Variable((1, 3, 224, 224)), train=True)
         shapes = [tuple(p.shape) for p in model.parameters().values()]
         nn.clear_parameters()
@@ -115,7 +124,7 @@ def messages(args):
             out.append(("array", [(size // 4,)]))
             size *= args.factor
     if not args.no_resnet:
-        out.append(("resnet50", resnet50_shapes()))
+        out.append(("resnet50", resnet50_shapes(args.resnet_width)))
     return out
 
 
@@ -223,9 +232,34 @@ def watchdog_cost_us(calls=100_000):
     return (time.perf_counter() - t) / calls * 1e6
 
 
+def parse_tags(items):
+    tags = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            sys.exit(f"error: --tag {item!r} is not KEY=VALUE (e.g. --tag rails=2)")
+        try:
+            tags[key] = json.loads(value)
+        except ValueError:
+            tags[key] = value
+    return tags
+
+
+def topology():
+    """(nodes, ranks per node) as the ranks see it: distinct processor names; the shared-
+    memory split's size on this rank (the same everywhere with by-node-even placement)."""
+    names = WORLD.allgather(MPI.Get_processor_name())
+    node = WORLD.Split_type(MPI.COMM_TYPE_SHARED)
+    per_node = WORLD.allreduce(node.size, op=MPI.MAX)
+    node.Free()
+    return len(set(names)), per_node
+
+
 def main(argv=None):
     args = parse_args(argv)
+    tags = parse_tags(args.tag)
     n = WORLD.size
+    nodes, per_node = topology()
     names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     if args.backend == "nccl":     # plain is MPI's reference; ring needs point-to-point calls
         names = [a for a in names if a not in ("plain", "ring")]
@@ -238,11 +272,13 @@ def main(argv=None):
             impls.append(Plain() if name == "plain" else comm.create(
                 name, args.grid, backend=args.backend, bucket_mb=args.bucket_mb,
                 wire_dtype=args.wire_dtype, timeout_s=args.timeout_s,
+                column_phase=args.column_phase,
                 **({"ctx": device.ctx} if device.ctx else {}), **device.factory))
     except comm.CommError as e:
         sys.exit(f"error: {e}")
     device.pin(next((c.local_rank for c in impls if hasattr(c, "local_rank")), 0))
     grid = next((c.grid for c in impls if hasattr(c, "grid")), (n, 1))
+    column_ring = next((c.column_ring for c in impls if getattr(c, "column_ring", False)), False)
     rank0 = WORLD.rank == 0
     wire = args.wire_dtype or "float32"
     json_file = open(args.json, "w") if (args.json and rank0) else None
@@ -251,9 +287,11 @@ def main(argv=None):
         for line in rehearsal.NOT_REHEARSED:
             print("# " + line)
     if rank0:
-        print(f"# comm benchmark: {n} ranks, grid {grid[0]}x{grid[1]}, bucket_mb "
-              f"{args.bucket_mb:g}, wire {wire}, {MPI.Get_library_version().split(',')[0]}, "
-              f"host {platform.node()} ({os.cpu_count()} cpus)")
+        print(f"# comm benchmark: {n} ranks on {nodes} node(s) x {per_node}, grid "
+              f"{grid[0]}x{grid[1]}, bucket_mb {args.bucket_mb:g}, wire {wire}, torus2d column "
+              f"phase {'ring' if column_ring else 'MPI_Allreduce'}, "
+              f"{MPI.Get_library_version().split(',')[0]}, host {platform.node()} "
+              f"({os.cpu_count()} cpus)" + "".join(f", {k}={v}" for k, v in tags.items()))
         print("# time_us: median over rounds of the slowest rank's mean per call; "
               "busbw = algbw * 2(n-1)/n; vs_*: time ratio in this run")
         print(f"# {'message':<9} {'size(B)':>11} {'count':>10} {'type':<8} {'algorithm':<13}"
@@ -289,7 +327,10 @@ def main(argv=None):
                    "algbw_gbs": algbw, "busbw_gbs": algbw * 2 * (n - 1) / n, "wrong": wrong,
                    "vs_native": t / median["native"] if "native" in median else None,
                    "vs_plain": t / median["plain"] if "plain" in median else None,
-                   "host": platform.node()}
+                   "host": platform.node(), "nodes": nodes, "ranks_per_node": per_node,
+                   "column_phase": ("ring" if column_ring else "allreduce")
+                   if c.algorithm == "torus2d" else None,
+                   "resnet_width": args.resnet_width if label == "resnet50" else None, **tags}
             if rank0:
                 ratio = lambda key: f"{row[key]:.2f}" if row[key] is not None else "-"  # noqa
                 print(f"  {label:<9} {nbytes:>11} {count:>10} {'float32':<8} "

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import yaml
 
-from comm.plan import ALGORITHMS, WIRE_DTYPES, CommError, parse_grid
+from comm.plan import ALGORITHMS, COLUMN_PHASES, WIRE_DTYPES, CommError, parse_grid
 from schedules.batch import MODES, ScheduleError, check_stages
 from schedules.schedule import LR_BATCH
 
@@ -123,6 +123,8 @@ class CommConfig:
     bucket_mb: float = 4.0                 # arrays are fused into flat buckets of this size
     wire_dtype: Optional[str] = None       # null: as stored | float16 | float32 on the wire
     timeout_s: float = 300.0               # watchdog: abort if a collective waits longer; 0 off
+    column_phase: str = "auto"             # torus2d on MPI: ring where columns span nodes, else
+    #   MPI_Allreduce (auto) | ring | allreduce  (README "comm/": measured across nodes)
     backward_callback: bool = False        # native on NCCL: nnabla's all_reduce_callback during
     #   backward (not measured on a GPU; a blocking host MPI_Allreduce per gradient)
 
@@ -173,6 +175,7 @@ CHOICES = {
     "batch.lr_batch": LR_BATCH,
     "comm.algorithm": ALGORITHMS,
     "comm.wire_dtype": WIRE_DTYPES,
+    "comm.column_phase": COLUMN_PHASES,
     "mlperf.division": ("closed", "open"),
     "mlperf.status": ("cloud", "onprem", "preview", "research"),
 }

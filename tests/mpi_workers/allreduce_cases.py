@@ -91,20 +91,25 @@ RUNS = ([(4.0, None, case, False) for case in CASES]
            (4.0, "float32", "mixed_dtypes", True)])
 
 
-def check_algorithms(grids):
+def check_algorithms(grids, torus_column="ring"):
+    """Every algorithm (torus2d with comm.column_phase=auto), then torus2d with its column
+    phase forced to ``torus_column``: on one node auto picks MPI_Allreduce, across nodes the
+    ring, so the default extra run covers the other one."""
     checked, failures = 0, []
+    variants = [(alg, "auto") for alg in comm.ALGORITHMS] + [("torus2d", torus_column)]
     for grid in grids:
-        for alg in comm.ALGORITHMS:
+        for alg, column in variants:
             comms = {}
             for bucket_mb, wire, case, average in RUNS:
                 c = comms.get((bucket_mb, wire))
                 if c is None:
                     c = comms[bucket_mb, wire] = comm.create(
-                        alg, grid, bucket_mb=bucket_mb, wire_dtype=wire, timeout_s=60)
+                        alg, grid, bucket_mb=bucket_mb, wire_dtype=wire, timeout_s=60,
+                        column_phase=column)
                     if grid != "auto":      # auto: the grid found from the nodes
                         assert c.grid == tuple(map(int, grid.split("x"))), (c.grid, grid)
-                where = (f"grid {grid} {alg} wire={wire} bucket_mb={bucket_mb:g} {case} "
-                         f"average={average}")
+                where = (f"grid {grid} {alg} column_phase={column} wire={wire} "
+                         f"bucket_mb={bucket_mb:g} {case} average={average}")
                 msg = run_case(c, case, average, wire, where)
                 checked += 1
                 if msg:
@@ -128,16 +133,17 @@ def check_bcast(grid):
 def measure_counters(grid):
     """Counters of one all_reduce of S = 60 * 10007 float32 (divisible by every X and N)."""
     out = {}
-    for alg in ("torus2d", "ring"):
-        c = comm.create(alg, grid, bucket_mb=1.0)
+    for key, alg, column in (("torus2d", "torus2d", "auto"), ("ring", "ring", "auto"),
+                             ("torus2d_column_ring", "torus2d", "ring")):
+        c = comm.create(alg, grid, bucket_mb=1.0, column_phase=column)
         arrays = [np.ones(60 * 10007 - 7, F32), np.ones(7, F32)]
         c.all_reduce(arrays)                      # first call: layout check across ranks
         before = c.counters()
         c.all_reduce(arrays)
         after = c.counters()
-        out[alg] = {k: after[k] - before[k] for k in ("calls", "bytes", "steps", "buckets")}
-        out[alg]["nbytes"] = sum(a.nbytes for a in arrays)
-        out[alg]["phases"] = sorted(k for k, v in after["phases"].items()
+        out[key] = {k: after[k] - before[k] for k in ("calls", "bytes", "steps", "buckets")}
+        out[key]["nbytes"] = sum(a.nbytes for a in arrays)
+        out[key]["phases"] = sorted(k for k, v in after["phases"].items()
                                     if v["calls"] and k != "check")
         c.close()
     return out

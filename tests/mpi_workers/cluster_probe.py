@@ -5,9 +5,10 @@
 Rank 0 prints one line ``RESULT {json}``:
 - ``ranks``: per rank its hostname, MPI_Get_processor_name, the size of its
   MPI_COMM_TYPE_SHARED communicator, and the rail the wrapper gave it (MINICLUSTER_RAIL);
-- ``auto_grid``: comm.create(grid="auto").grid, found from the nodes;
+- ``auto_grid``: comm.create(grid="auto").grid, found from the nodes; ``column_ring``: whether
+  torus2d's column phase became the ring (comm.column_phase=auto: columns span nodes);
 - ``checked``/``failures``: every algorithm with comm.grid=auto against the float64 reference
-  (allreduce_cases.py's cases);
+  (allreduce_cases.py's cases), and torus2d with MPI_Allreduce in its column;
 - ``node1_sent``: bytes node 1 sent on each rail while its local rank 0 sent RAIL_MB MiB to
   local rank 0 of node 2 (read from the node's own /sys/class/net counters).
 """
@@ -63,14 +64,14 @@ def main():
           "local_size": node.size, "rail": os.environ.get("MINICLUSTER_RAIL"),
           "btl_tcp_if_include": os.environ.get("OMPI_MCA_btl_tcp_if_include")}
     c = comm.create("torus2d", "auto")
-    auto_grid = list(c.grid)
+    auto_grid, column_ring = list(c.grid), c.column_ring
     c.close()
-    checked, failures = check_algorithms(["auto"])
+    checked, failures = check_algorithms(["auto"], torus_column="allreduce")
     sent = rail_traffic(node)
     ranks = WORLD.gather(me, root=0)
     if WORLD.rank == 0:
         print("RESULT " + json.dumps({
-            "ranks": ranks, "auto_grid": auto_grid, "checked": checked, "failures": failures,
+            "ranks": ranks, "auto_grid": auto_grid, "column_ring": column_ring, "checked": checked, "failures": failures,
             "node1_sent": sent, "rail_mb": RAIL_MB}), flush=True)
     return 0
 
