@@ -258,7 +258,7 @@ def main(argv=None):
         preset = preset_for(args.local_size, args.preset)
         if preset:
             print_predictions(cfg, schedule, world_size, args.local_size, preset,
-                              gradient_arrays=len(params))
+                              gradient_arrays=len(params), parameters=n_params)
         if args.plot_schedule:
             from training.schedule_plot import plot_schedule
             plot_schedule(schedule, args.plot_schedule, title=f"{recipe}: {world_size:,} ranks")

@@ -35,8 +35,11 @@ call_latency (one library call). Reductions are assumed free (GPU adds are cheap
 Step time = compute(local batch) + the part of the all-reduce that backward cannot hide:
 exposed = max(0, allreduce - overlap * backward), backward = 2/3 of compute (assumed), overlap =
 the fraction of backward during which finished gradients can already be sent (0.5 assumed;
-0 = no overlap, 1 = everything after the first bucket). compute(b) = overhead + b * per_image,
-fitted through the preset's published throughput at its reference batch.
+0 = no overlap, 1 = everything after the first bucket). The trainer's dry run takes it from
+trainer_overlap(): 0 unless the trainer uses all_reduce_callback (native with
+comm.backward_callback on NCCL), whose exchanges alone start before backward ends.
+compute(b) = overhead + b * per_image, fitted through the preset's published throughput at
+its reference batch.
 
 nnabla's all_reduce_callback (comm.backward_callback) also blocks the host once per gradient
 array in an MPI_Allreduce over the world before packing it (``callback_checks``, charged in
@@ -292,6 +295,46 @@ def step_time(compute_s, allreduce_s, overlap=DEFAULT_OVERLAP, backward_fraction
             "efficiency": compute_s / step}
 
 
+# --- what the trainer overlaps ----------------------------------------------------------------
+OVERLAP_RULE = ("the trainer overlaps only native with comm.backward_callback on NCCL, one "
+                "micro-batch per update")
+
+
+def trainer_uses_callback(algorithm, backend, backward_callback, accumulation=1, world_size=2):
+    """Whether train_resnet50.py reduces gradients during backward (nnabla's all_reduce_callback):
+    the same condition as training/device.py's reduces_during_backward, which the trainer's
+    Exchange obeys; tests/test_dry_run_overlap.py checks the two agree on every combination
+    (this package stays pure, so it cannot import the trainer's)."""
+    return bool(backward_callback and backend == "nccl" and algorithm == "native"
+                and accumulation == 1 and world_size > 1)
+
+
+def trainer_overlap(algorithm, backend, backward_callback, accumulation=1, world_size=2):
+    """(overlap, reason): the fraction of backward that hides the all-reduce in
+    train_resnet50.py, and why. backend: comm/'s "mpi" (CPU) or "nccl" (GPU). Only
+    all_reduce_callback sends gradients while backward still runs; how much of backward that
+    hides is DEFAULT_OVERLAP, assumed, not measured. Every other exchange starts after
+    backward has finished: overlap 0."""
+    if backend not in ("mpi", "nccl"):
+        raise SimError(f"backend {backend!r} is not comm/'s mpi or nccl")
+    if world_size == 1:
+        return 0.0, "one rank: no all-reduce to hide"
+    if trainer_uses_callback(algorithm, backend, backward_callback, accumulation, world_size):
+        return DEFAULT_OVERLAP, (f"nnabla's all_reduce_callback sends finished gradients during "
+                                 f"backward; the fraction {DEFAULT_OVERLAP:g} is assumed, not "
+                                 "measured")
+    if backend == "mpi":
+        why = f"{algorithm} on the MPI backend (CPU) runs after backward"
+    elif algorithm != "native":
+        why = f"{algorithm}'s exchange runs after backward"
+    elif not backward_callback:
+        why = "native without comm.backward_callback runs after backward"
+    else:
+        why = (f"accumulation {accumulation}: all_reduce_callback is used only with one "
+               "micro-batch per update, so native runs after the last backward")
+    return 0.0, f"{why} ({OVERLAP_RULE})"
+
+
 def predict_step(local_batch, world_size, local_size=None, preset="abci2-v100",
                  algorithm="torus2d", grid=None, parameters=RESNET50_PARAMETERS,
                  bytes_per_param=2, overlap=DEFAULT_OVERLAP, ring_channels=1, speed=1.0,
@@ -323,7 +366,8 @@ def predict_step(local_batch, world_size, local_size=None, preset="abci2-v100",
                   local_size=min(links.local_size, world_size), local_batch=local_batch,
                   size_bytes=size,
                   images_per_s=world_size * local_batch / result["step_s"],
-                  phases=[ph.__dict__ for ph in phases], overlap=overlap)
+                  phases=[ph.__dict__ for ph in phases], overlap=overlap,
+                  callback_checks=callback_checks)
     return result
 
 
@@ -342,12 +386,44 @@ def describe_step(result):
             f"{r['images_per_s']:,.0f} images/s, scaling efficiency {r['efficiency']:.1%}",
             f"all-reduce {r['algorithm']}{grid} of {r['size_bytes'] / 1e6:.1f} MB: "
             f"{r['allreduce_s'] * 1e3:.2f} ms = {phases}; overlap {r['overlap']:g} of backward "
-            "(scale_model/ model, not a measurement)"]
+            f"hides {r['hidden_s'] * 1e3:.2f} ms (scale_model/ model, not a measurement)"]
+
+
+def describe_assumptions(result, overlap_reason=None):
+    """One line per assumption behind a predict_step() result (the dry run prints each after
+    "assumed: "); ``overlap_reason`` from trainer_overlap() says where the overlap came from."""
+    r = result
+    lines = [f"overlap {r['overlap']:g} of backward: "
+             + (overlap_reason or f"the model's default (DEFAULT_OVERLAP = {DEFAULT_OVERLAP:g}), "
+                                  "not what a trainer does")]
+    if r["overlap"] > 0:
+        lines.append(f"backward = {BACKWARD_FRACTION * 3:g}/3 of compute (backward ~ 2x "
+                     "forward; not measured)")
+    p = get_preset(r["preset"])
+    t, b, o = p.train_images_per_s, p.ref_batch, p.step_overhead_ms
+    lines.append(f"compute per step = {o.value:g} ms + local batch x per-image time, through "
+                 f"{t.value:g} img/s per GPU at batch {b.value:g} ({t.status}: {t.source}; "
+                 f"overhead {o.status})")
+    guessed = ", ".join(f"{k} {v.value:g}" for k, v in p.numeric_fields().items()
+                        if v.status == "assumed")
+    lines.append(f"hardware of preset {p.name}: {p.description}"
+                 + (f"; assumed, not sourced: {guessed}" if guessed else "")
+                 + f" (every number's source: python -m tools.simulate presets {p.name})")
+    if ALIASES.get(r["algorithm"]) == "nccl_tree":
+        lines.append(f"{r['algorithm']} = NCCL's double binary tree (nccl_tree), pipelined")
+    if r.get("callback_checks"):
+        lines.append(f"all_reduce_callback's {r['callback_checks']} host checks per step, each "
+                     f"one MPI_Allreduce of a flag by recursive doubling at the preset's per-step "
+                     f"latency ({r['callback_s'] / r['callback_checks'] * 1e6:.1f} us; NCCL's "
+                     "hwLat standing in for MPI's), charged in full")
+    lines.append("reductions are free (GPU adds are cheap next to the links)")
+    return lines
 
 
 # --- time to train ----------------------------------------------------------------------------
 def normalize_stages(stages):
-    """[{until_epoch, global_batch[, world_size]}] or [(until_epoch, global_batch)] -> dicts."""
+    """[{until_epoch, global_batch[, world_size, overlap, callback_checks]}] or
+    [(until_epoch, global_batch)] -> dicts."""
     out, previous = [], 0.0
     if not stages:
         raise SimError("no stages: give at least one {until_epoch, global_batch}")
@@ -362,7 +438,9 @@ def normalize_stages(stages):
                            f"previous stage's {previous:g}")
         _positive_int(batch, f"stage {i} global_batch")
         out.append({"until_epoch": float(until), "global_batch": int(batch),
-                    "world_size": st.get("world_size")})
+                    "world_size": st.get("world_size"),
+                    # a stage's own overlap/callback_checks (the trainer's differ by stage)
+                    **{k: st[k] for k in ("overlap", "callback_checks") if k in st}})
         previous = float(until)
     return out
 
@@ -383,11 +461,12 @@ def time_to_train(stages, world_size, preset="abci2-v100", algorithm="torus2d", 
                            f"{n} GPUs; use a multiple of {n}")
         step = predict_step(st["global_batch"] // n, n, local_size, p, algorithm,
                             grid if st["world_size"] is None else None, parameters,
-                            bytes_per_param, overlap, ring_channels, speed, callback_checks)
+                            bytes_per_param, st.get("overlap", overlap), ring_channels, speed,
+                            st.get("callback_checks", callback_checks))
         steps = max(0, math.ceil((st["until_epoch"] * images - done) / st["global_batch"]))
         done += steps * st["global_batch"]
         rows.append({**st, "world_size": n, "local_batch": step["local_batch"], "steps": steps,
-                     "grid": step["grid"], "step_s": step["step_s"],
+                     "grid": step["grid"], "overlap": step["overlap"], "step_s": step["step_s"],
                      "allreduce_s": step["allreduce_s"], "exposed_s": step["exposed_s"],
                      "efficiency": step["efficiency"], "seconds": steps * step["step_s"]})
         train_s += steps * step["step_s"]
@@ -425,7 +504,7 @@ def scaling_rows(preset, gpu_counts, size_bytes, local_batch, overlap=DEFAULT_OV
 
 __all__ = ["ALGORITHMS", "Compute", "Links", "Phase", "PresetError", "SimError",
            "allreduce_bytes_per_rank", "allreduce_phases", "allreduce_time", "auto_grid",
-           "best_grid", "describe_step", "host_check_seconds", "normalize_stages", "parse_grid",
-           "predict_step",
-           "ring_steps", "scaling_rows", "step_time", "time_to_train", "torus_steps"]
-
+           "best_grid", "describe_assumptions", "describe_step", "host_check_seconds",
+           "normalize_stages", "parse_grid", "predict_step", "ring_steps", "scaling_rows",
+           "step_time", "time_to_train", "torus_steps", "trainer_overlap",
+           "trainer_uses_callback"]

@@ -146,6 +146,33 @@ def test_describe_step_names_the_phases_for_the_dry_run():
     assert "none (one rank)" in sim.describe_step(sim.predict_step(32, 1))[1]
 
 
+def test_describe_step_says_how_much_backward_hides_and_each_assumption():
+    hidden = sim.predict_step(32, 2176, 4, overlap=0.5)
+    exposed = sim.predict_step(32, 2176, 4, overlap=0.0)
+    assert f"overlap 0.5 of backward hides {hidden['hidden_s'] * 1e3:.2f} ms" in \
+        sim.describe_step(hidden)[1] and hidden["hidden_s"] > 0
+    assert "overlap 0 of backward hides 0.00 ms" in sim.describe_step(exposed)[1]
+    assert exposed["exposed_s"] == exposed["allreduce_s"]
+    lines = sim.describe_assumptions(hidden)
+    assert lines[0].startswith("overlap 0.5 of backward: the model's default")
+    assert "backward = 2/3 of compute (backward ~ 2x forward; not measured)" in lines
+    assert sim.describe_assumptions(exposed, "why")[0] == "overlap 0 of backward: why"
+    assert not any("backward = 2/3" in ln for ln in sim.describe_assumptions(exposed))
+
+
+def test_time_to_train_takes_a_stage_own_overlap():
+    """The trainer's overlap can differ by stage (a stage that accumulates has no callback)."""
+    stages = [(5, 34816), (90, 69632)]
+    hidden = sim.time_to_train(stages, 2176, overlap=0.5)
+    exposed = sim.time_to_train(stages, 2176, overlap=0.0)
+    mixed = sim.time_to_train([{"until_epoch": 5, "global_batch": 34816, "overlap": 0.0},
+                               {"until_epoch": 90, "global_batch": 69632}], 2176, overlap=0.5)
+    assert [s["overlap"] for s in mixed["stages"]] == [0.0, 0.5]
+    assert mixed["stages"][0]["seconds"] == pytest.approx(exposed["stages"][0]["seconds"])
+    assert mixed["stages"][1]["seconds"] == pytest.approx(hidden["stages"][1]["seconds"])
+    assert hidden["train_s"] < mixed["train_s"] < exposed["train_s"]
+
+
 def test_time_to_train_counts_samples_across_stages():
     images = 1_000_000
     r = sim.time_to_train([(5, 34816), (90, 69632)], 2176, images=images)
@@ -300,6 +327,23 @@ def test_cli_ttt_reads_a_recipe_and_plot_writes_a_png(tmp_path):
     assert r.returncode == 0, r.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not os.path.exists(str(out) + ".tmp.png")
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["paper"], "  - overlap 0.5 of backward (the default 0.5 of --overlap, an assumption): how "
+                "much of backward the paper's software (not ours) hides"),
+    (["table", "--gpus", "8"], "# assumed: overlap 0.5 of backward (the default 0.5 of "
+                               "--overlap, an assumption)"),
+    (["ttt", "--gpus", "8", "--stages", "1:64", "--overlap", "0"],
+     "assumed: overlap 0 of backward (given by --overlap)"),
+])
+def test_cli_says_which_overlap_it_assumes_and_what_the_trainer_does(args, expect, capsys):
+    from tools.simulate import main
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith(expect))
+    assert "our trainer runs torus2d, ring and hierarchical after backward" in line
+    assert sim.OVERLAP_RULE in line
 
 
 def test_probe_under_mpirun_feeds_the_fitter(tmp_path):

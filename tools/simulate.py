@@ -144,6 +144,17 @@ def build_parser():
 
 
 # --- commands ---------------------------------------------------------------------------------
+def overlap_assumption(a, whose):
+    """The line saying which overlap a command assumes and why: --overlap is a what-if, not
+    what train_resnet50.py does (its dry run takes the overlap from sim.trainer_overlap)."""
+    given = "given by --overlap" if a.overlap != sim.DEFAULT_OVERLAP else \
+        f"the default {sim.DEFAULT_OVERLAP:g} of --overlap, an assumption"
+    return (f"assumed: overlap {a.overlap:g} of backward ({given}): how much of backward "
+            f"{whose} hides the all-reduce behind is not known; our trainer runs torus2d, ring "
+            f"and hierarchical after backward (overlap 0: {sim.OVERLAP_RULE}; its --dry-run "
+            "says what it overlaps)")
+
+
 def cmd_table(a):
     size = a.params * a.bytes_per_param
     rows = sim.scaling_rows(a.preset, a.gpus, size, a.local_batch, a.overlap,
@@ -151,6 +162,7 @@ def cmd_table(a):
     compute = sim.Compute.from_preset(a.preset).seconds(a.local_batch)
     print(f"# {a.preset}: all-reduce of {size / 1e6:.1f} MB, local batch {a.local_batch} "
           f"(compute {compute * 1e3:.1f} ms/step), overlap {a.overlap:g}")
+    print("# " + overlap_assumption(a, "a trainer"))
     head = ["GPUs", "nodes", "torus grid"] + [f"{x} ms" for x in sim.ALGORITHMS] + \
         [f"{x} eff" for x in sim.ALGORITHMS]
     table = [[str(r["gpus"]), str(r["nodes"]), "x".join(map(str, r["grid"]))]
@@ -235,10 +247,10 @@ def cmd_ttt(a):
     r = sim.time_to_train(stages, a.gpus, a.preset, a.algorithm, a.grid, None, a.params,
                           a.bytes_per_param, a.overlap, eval_every_epochs=a.eval_every,
                           ring_channels=a.ring_channels, speed=a.speed)
-    _print_ttt(r)
+    _print_ttt(r, a)
 
 
-def _print_ttt(r):
+def _print_ttt(r, a):
     head = ["until epoch", "global batch", "GPUs", "per GPU", "grid", "steps", "step ms",
             "all-reduce ms", "exposed ms", "efficiency", "seconds"]
     rows = [[f"{s['until_epoch']:g}", str(s["global_batch"]), str(s["world_size"]),
@@ -250,6 +262,7 @@ def _print_ttt(r):
     print(f"train {r['train_s']:.1f} s + eval {r['eval_s']:.1f} s ({r['evals']} passes) = "
           f"{r['total_s']:.1f} s  [{r['preset']}, {r['algorithm']}, overlap {r['overlap']:g}, "
           f"{8 * r['bytes_per_param']}-bit gradients]")
+    print(overlap_assumption(a, "a trainer"))
 
 
 def implied_speed(run, a):
@@ -300,6 +313,8 @@ def cmd_paper(a):
           "(from the preset's published throughput); eval and start-up not counted")
     _print_table(head, rows, a.markdown)
     print("assumptions:")
+    print("  - " + overlap_assumption(a, "the paper's software (not ours)")
+          .removeprefix("assumed: ") + "; the overlap 0 / 1 column brackets it")
     for n in notes:
         print(f"  - {n}")
     print("  - 'implied' = the per-GPU throughput at 32 images/GPU that makes the torus2d "

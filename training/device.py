@@ -105,6 +105,15 @@ def backward(loss, grad, callback=None):
     callback.on_finish_backward()
 
 
+def reduces_during_backward(backward_callback, backend, algorithm, accumulation, world_size):
+    """The one case in which the trainer reduces gradients during backward (so communication
+    overlaps it): comm.backward_callback on the NCCL backend with algorithm native, one
+    micro-batch per update, more than one rank. Every other exchange runs after backward.
+    scale_model's trainer_uses_callback states the same (tests/test_dry_run_overlap.py)."""
+    return bool(backward_callback and backend == "nccl" and algorithm == "native"
+                and accumulation == 1 and world_size > 1)
+
+
 class Exchange:
     """The update's collectives: the gradients (mean over ranks), then the control array."""
 
@@ -127,8 +136,8 @@ class Exchange:
     def backward_callback(self, accumulation):
         """nnabla's all_reduce_callback (for ``backward``) when comm.backward_callback asks
         for it on native NCCL with one micro-batch, else None."""
-        if not (self.use_callback and self.on_device and self.comm.algorithm == "native"
-                and accumulation == 1 and self.comm.size > 1):
+        if not reduces_during_backward(self.use_callback, "nccl" if self.on_device else "mpi",
+                                       self.comm.algorithm, accumulation, self.comm.size):
             return None
         return self.comm.backward_callback(self.arrays(self.params.values(), grad=True))
 

@@ -122,32 +122,57 @@ def preset_for(local_size, name=None):
     return name or {4: "abci2-v100", 8: "abci3-h200"}.get(local_size)
 
 
-def print_predictions(cfg, schedule, world_size, local_size, preset, gradient_arrays=None):
-    """Predicted step, all-reduce and time-to-train from the scale model, per stage.
-    ``gradient_arrays``: the model's parameter arrays (all_reduce_callback's host checks)."""
+def print_predictions(cfg, schedule, world_size, local_size, preset, gradient_arrays=None,
+                      parameters=None):
+    """Predicted step, all-reduce and time-to-train from the scale model, per stage, then each
+    assumption behind them on its own line. ``gradient_arrays``: the model's parameter arrays
+    (all_reduce_callback's host checks); ``parameters``: its gradient elements."""
     from scale_model import model as simulate
     from scale_model.presets import PresetError
     grid = None if cfg.comm.grid == "auto" else tuple(map(int, cfg.comm.grid.split("x")))
-    bytes_per_param = 2 if cfg.type_config == "half" else 4
-    checks = 0
-    if cfg.device == "gpu" and cfg.comm.algorithm == "native" and cfg.comm.backward_callback:
-        checks = gradient_arrays or simulate.RESNET50_GRADIENT_ARRAYS
+    # the gradients' wire format: comm.wire_dtype (MPI) if set, else the compute precision
+    wire = cfg.comm.wire_dtype or ("float16" if cfg.type_config == "half" else "float32")
+    why_wire = f"comm.wire_dtype {wire}" if cfg.comm.wire_dtype else \
+        f"type_config {cfg.type_config}"
+    bytes_per_param = 2 if wire == "float16" else 4
+    parameters = parameters or simulate.RESNET50_PARAMETERS
+    backend = "nccl" if cfg.device == "gpu" else "mpi"    # as train_resnet50.py under mpirun
+    stages, assumptions = [], []
     try:
         for row in schedule.rows():
+            overlap, reason = simulate.trainer_overlap(cfg.comm.algorithm, backend,
+                                                       cfg.comm.backward_callback,
+                                                       row["accumulation"], world_size)
+            checks = (gradient_arrays or simulate.RESNET50_GRADIENT_ARRAYS) \
+                if simulate.trainer_uses_callback(cfg.comm.algorithm, backend,
+                                                  cfg.comm.backward_callback,
+                                                  row["accumulation"], world_size) else 0
             result = simulate.predict_step(row["local_batch"], world_size, local_size, preset,
-                                           cfg.comm.algorithm, grid,
-                                           bytes_per_param=bytes_per_param,
+                                           cfg.comm.algorithm, grid, parameters=parameters,
+                                           bytes_per_param=bytes_per_param, overlap=overlap,
                                            callback_checks=checks)
             lines = simulate.describe_step(result)
             print(f"stage {row['stage']}    " + lines[0].split("  ", 1)[1])
             print("           " + lines[1])
-        stages = [{"until_epoch": r["end_epoch"], "global_batch": r["global_batch"]}
-                  for r in schedule.rows()]
+            assumptions += simulate.describe_assumptions(result, reason)
+            stages.append({"until_epoch": row["end_epoch"], "global_batch": row["global_batch"],
+                           "overlap": overlap, "callback_checks": checks})
         ttt = simulate.time_to_train(stages, world_size, preset, cfg.comm.algorithm, grid,
-                                     local_size, bytes_per_param=bytes_per_param,
-                                     callback_checks=checks)
+                                     local_size, parameters=parameters,
+                                     bytes_per_param=bytes_per_param)
     except (simulate.SimError, PresetError) as e:
         print(f"predicted  not available: {e}")
         return
     print(f"predicted  time to train {ttt['train_s']:.0f} s over {schedule.plan.epochs:g} epochs "
           f"(evaluation, start-up and data loading not modelled; README, \"Scale model\")")
+    assumptions.insert(1, f"gradients {8 * bytes_per_param}-bit on the wire ({why_wire}): "
+                          f"{bytes_per_param} B x {parameters:,} parameters = "
+                          f"{bytes_per_param * parameters / 1e6:.1f} MB as one all-reduce "
+                          f"per update (the trainer's {cfg.comm.bucket_mb:g} MB buckets, each "
+                          "one more call latency, and its small control all-reduce over the "
+                          "host are not modelled)")
+    if backend == "mpi" and cfg.comm.algorithm == "native":
+        assumptions.append("native on the MPI backend is MPI's own all-reduce: NCCL's tree "
+                           "stands in for it")
+    for line in dict.fromkeys(assumptions):       # once each, in order (stages repeat them)
+        print(f"assumed:   {line}")
