@@ -60,6 +60,9 @@ def test_counters_match_the_closed_forms(results, n):
             assert c["steps"] == steps * c["buckets"], (grid, alg, c)
         expected = [p for p, keep in (("ag_row", x > 1), ("ar_col", y > 1), ("rs_row", x > 1))
                     if keep]
+        # one node: auto keeps MPI_Allreduce in the column (faster on shared memory)
+        assert by_alg["torus2d"]["column_ring"] is False
+        assert by_alg["torus2d_column_ring"]["column_ring"] is (y > 1)
         for torus in (by_alg["torus2d"], by_alg["torus2d_column_ring"]):
             assert torus["phases"] == expected
             assert torus["calls"] == len(expected) * torus["buckets"]

@@ -202,12 +202,24 @@ def count_wrong(arrays, n):
     return WORLD.allreduce(wrong, op=MPI.SUM)
 
 
+def phase_ms(before, after):
+    """Rank 0's mean milliseconds per all_reduce in each phase (pack, rs_row, ar_col, ...)
+    between two counters() snapshots: where an algorithm's time goes."""
+    ops = after["ops"] - before["ops"]
+    if not ops:
+        return None
+    return {k: (v["seconds"] - before["phases"].get(k, {}).get("seconds", 0.0)) / ops * 1e3
+            for k, v in after["phases"].items() if k not in ("check",)}
+
+
 def time_rounds(impls, arrays, iters, rounds, device):
     """{algorithm: [seconds per call in each round]}; algorithms take turns each round."""
     times = {c.algorithm: [] for c in impls}
     for c in impls:                    # warm-up: buffers, layout check, page faults
         c.all_reduce(arrays)
     device.sync()
+    for c in impls:
+        c.before = c.counters() if hasattr(c, "counters") else None
     for _ in range(rounds):
         for c in impls:
             WORLD.Barrier()
@@ -306,6 +318,7 @@ def main(argv=None):
         times = time_rounds(impls, arrays, iters, args.rounds, device)
         median = {k: float(np.median(v)) for k, v in times.items()}
         for c in impls:
+            phases = phase_ms(c.before, c.counters()) if c.before is not None else None
             wrong = None
             if args.check:
                 fill_pattern(arrays, WORLD.rank)
@@ -330,7 +343,8 @@ def main(argv=None):
                    "host": platform.node(), "nodes": nodes, "ranks_per_node": per_node,
                    "column_phase": ("ring" if column_ring else "allreduce")
                    if c.algorithm == "torus2d" else None,
-                   "resnet_width": args.resnet_width if label == "resnet50" else None, **tags}
+                   "resnet_width": args.resnet_width if label == "resnet50" else None,
+                   "phase_ms_rank0": phases, **tags}
             if rank0:
                 ratio = lambda key: f"{row[key]:.2f}" if row[key] is not None else "-"  # noqa
                 print(f"  {label:<9} {nbytes:>11} {count:>10} {'float32':<8} "

@@ -143,6 +143,7 @@ def measure_counters(grid):
         after = c.counters()
         out[key] = {k: after[k] - before[k] for k in ("calls", "bytes", "steps", "buckets")}
         out[key]["nbytes"] = sum(a.nbytes for a in arrays)
+        out[key]["column_ring"] = getattr(c, "column_ring", False)
         out[key]["phases"] = sorted(k for k, v in after["phases"].items()
                                     if v["calls"] and k != "check")
         c.close()
