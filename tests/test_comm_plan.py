@@ -147,6 +147,9 @@ def test_create_outside_mpirun_is_a_one_rank_communicator(monkeypatch):
     ({"timeout_s": -1}, "comm.timeout_s=-1"),
     ({"backend": "gloo"}, "backend 'gloo'"),
     ({"bucket": 4}, "unknown option"),
+    ({"column_phase": "tree"}, "comm.column_phase='tree' is not one of auto, ring, allreduce"),
+    # nnabla's communicator has no point-to-point calls: NCCL picks its own ring or tree
+    ({"backend": "nccl", "column_phase": "ring"}, "comm.column_phase=ring is MPI-only"),
 ])
 def test_create_rejects_bad_arguments_in_one_line(kwargs, message):
     with pytest.raises(CommError) as e:
