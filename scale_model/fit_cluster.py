@@ -309,13 +309,17 @@ def tier_values(p, rows=()):
 
 
 # --- fit and check ----------------------------------------------------------------------------
+def check_algorithms(algorithms):
+    unknown = [a for a in algorithms if a not in MODEL_ALGORITHMS + LIBRARY_ALGORITHMS]
+    if unknown or not algorithms:
+        raise SimError(f"fit algorithms {', '.join(unknown) or '(none)'}: choose from "
+                       f"{', '.join(MODEL_ALGORITHMS + LIBRARY_ALGORITHMS)}")
+
+
 def calibrate_cluster(rows, fit_shapes=DEFAULT_FIT_SHAPES, fit_algorithms=MODEL_ALGORITHMS):
     """Fit on the rows of fit_shapes (and fit_algorithms), predict every row."""
     specs = parse_shapes(fit_shapes) if isinstance(fit_shapes, str) else list(fit_shapes)
-    unknown = [a for a in fit_algorithms if a not in MODEL_ALGORITHMS + LIBRARY_ALGORITHMS]
-    if unknown or not fit_algorithms:
-        raise SimError(f"fit algorithms {', '.join(unknown) or '(none)'}: choose from "
-                       f"{', '.join(MODEL_ALGORITHMS + LIBRARY_ALGORITHMS)}")
+    check_algorithms(fit_algorithms)
 
     def in_fit_shape(r):
         return any(s.matches(r.shape) for s in specs)

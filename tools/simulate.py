@@ -362,6 +362,7 @@ def cmd_fit(a):
 def cmd_fit_cluster(a):
     specs = fit_cluster.parse_shapes(a.fit_shapes)       # bad input fails before the read
     algorithms = tuple(x.strip() for x in a.fit_algorithms.split(",") if x.strip())
+    fit_cluster.check_algorithms(algorithms)
     rows = fit_cluster.read_cluster_rows(a.file)
     r = fit_cluster.calibrate_cluster(rows, specs, algorithms)
     command = ("python -m tools.simulate fit-cluster " + a.file
