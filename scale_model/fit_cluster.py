@@ -369,8 +369,13 @@ def summarize(report):
             groups.append({"set": key[0], "shape": key[1], "rails": key[2], **stats(errs)})
     held = [x["error"] for x in report
             if x["set"] == "held out" and x["algorithm"] in MODEL_ALGORITHMS]
+    by_algorithm = {a: stats([x["error"] for x in report
+                              if x["set"] == "held out" and x["algorithm"] == a])
+                    for a in MODEL_ALGORITHMS + LIBRARY_ALGORITHMS
+                    if any(x["set"] == "held out" and x["algorithm"] == a for x in report)}
     library = [x["error"] for x in report if x["algorithm"] in LIBRARY_ALGORITHMS]
     out = {"groups": groups, "held_out": stats(held) if held else None,
+           "held_out_by_algorithm": by_algorithm,
            "library": stats(library) if library else None,
            "target": {"median": TARGET_MEDIAN, "max": TARGET_MAX}}
     if held:
@@ -419,6 +424,11 @@ def markdown(result, command=None):
     for g in s["groups"]:
         lines.append(f"| {g['set']} | {g['shape']} | {g['rails']} | {g['rows']} | "
                      f"{g['median_abs_error'] * 100:.0f}% | {g['max_abs_error'] * 100:.0f}% |")
+    lines += ["", "Held out, per algorithm (all held-out shapes):", "",
+              "| algorithm | rows | median | max |", "| --- | --- | --- | --- |"]
+    for a, g in s["held_out_by_algorithm"].items():
+        lines.append(f"| {a} | {g['rows']} | {g['median_abs_error'] * 100:.0f}% | "
+                     f"{g['max_abs_error'] * 100:.0f}% |")
     lines.append("")
     if s["held_out"]:
         h = s["held_out"]
