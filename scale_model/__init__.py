@@ -7,6 +7,8 @@
              time-to-train for a batch schedule; pure numpy and the standard library
 ``presets``  cluster hardware numbers, each with its source and how sure it is
 ``fit``      alpha and beta fitted on measured all-reduce times (tools/bench_comm.py --json)
+``fit_cluster``  alpha and beta per tier (shared memory, rails) fitted on the emulated
+             cluster's rows of some shapes, checked on held-out shapes
 
 Used by the trainer's dry run and by the command line ``python -m tools.simulate``
 (tools/simulate.py); it imports nothing from the rest of the project.

@@ -10,6 +10,7 @@ import os
 import sys
 
 from scale_model import fit as simulate_fit
+from scale_model import fit_cluster
 from scale_model import model as sim
 from scale_model import presets as simulate_presets
 from scale_model.presets import PresetError
@@ -138,6 +139,17 @@ def build_parser():
                         "system (see scale_model/fit.py); default: one link per rank")
     f.add_argument("--time-key", help="timing field to fit (default time_us; e.g. min_us)")
     f.add_argument("--json", help="also write the full report here")
+    fc = sub.add_parser("fit-cluster", help="fit alpha/beta per tier on emulated-cluster rows; "
+                        "predict held-out shapes")
+    fc.add_argument("file", help="JSON lines of bench_comm --json on the emulated cluster")
+    fc.add_argument("--fit-shapes", default=fit_cluster.DEFAULT_FIT_SHAPES,
+                    help="NODESxRANKS[:RAILS[:rpr|striped]],... to fit on; every other shape "
+                         f"is held out (default {fit_cluster.DEFAULT_FIT_SHAPES})")
+    fc.add_argument("--fit-algorithms", default=",".join(fit_cluster.MODEL_ALGORITHMS),
+                    help="algorithms whose rows are fitted (default: comm/'s ring, torus2d, "
+                         "hierarchical; native/plain are Open MPI's own)")
+    fc.add_argument("--markdown", help="also write the printed tables to this file")
+    fc.add_argument("--json", help="also write the full report here")
     pr = sub.add_parser("presets", help="every preset number with its source (Markdown)")
     pr.add_argument("names", nargs="*")
     return p
@@ -362,6 +374,27 @@ def cmd_fit(a):
         os.replace(tmp, a.json)
 
 
+def cmd_fit_cluster(a):
+    specs = fit_cluster.parse_shapes(a.fit_shapes)       # bad input fails before the read
+    algorithms = tuple(x.strip() for x in a.fit_algorithms.split(",") if x.strip())
+    fit_cluster.check_algorithms(algorithms)
+    rows = fit_cluster.read_cluster_rows(a.file)
+    r = fit_cluster.calibrate_cluster(rows, specs, algorithms)
+    command = ("python -m tools.simulate fit-cluster " + a.file
+               + (f" --fit-shapes {a.fit_shapes}"
+                  if a.fit_shapes != fit_cluster.DEFAULT_FIT_SHAPES else "")
+               + (f" --fit-algorithms {a.fit_algorithms}"
+                  if algorithms != fit_cluster.MODEL_ALGORITHMS else ""))
+    text = fit_cluster.markdown(r, command)
+    print(text, end="")
+    for path, content in ((a.markdown, text), (a.json, json.dumps(r, indent=1) + "\n")):
+        if path:
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(content)
+            os.replace(tmp, path)
+
+
 def cmd_presets(a):
     print(simulate_presets.markdown_table(a.names or None))
 
@@ -379,7 +412,8 @@ def _print_table(head, rows, markdown):
 
 
 COMMANDS = {"table": cmd_table, "plot": cmd_plot, "ttt": cmd_ttt, "paper": cmd_paper,
-            "grid": cmd_grid, "fit": cmd_fit, "presets": cmd_presets}
+            "grid": cmd_grid, "fit": cmd_fit, "fit-cluster": cmd_fit_cluster,
+            "presets": cmd_presets}
 
 
 def main(argv=None):
