@@ -145,9 +145,13 @@ def build_parser():
     fc.add_argument("--fit-shapes", default=fit_cluster.DEFAULT_FIT_SHAPES,
                     help="NODESxRANKS[:RAILS[:rpr|striped]],... to fit on; every other shape "
                          f"is held out (default {fit_cluster.DEFAULT_FIT_SHAPES})")
-    fc.add_argument("--fit-algorithms", default=",".join(fit_cluster.MODEL_ALGORITHMS),
-                    help="algorithms whose rows are fitted (default: comm/'s ring, torus2d, "
-                         "hierarchical; native/plain are Open MPI's own)")
+    fc.add_argument("--fit-algorithms", default=",".join(fit_cluster.COUNTED_ALGORITHMS),
+                    help="algorithms whose rows are fitted (default: comm/'s own rings, ring "
+                         "and torus2d; hierarchical's leader phase and native/plain are Open "
+                         "MPI's MPI_Allreduce)")
+    fc.add_argument("--min-bytes", type=int, default=fit_cluster.MIN_COUNTED_BYTES,
+                    help="rows of smaller messages are shown, not fitted or counted (default "
+                         f"{fit_cluster.MIN_COUNTED_BYTES}: below it a step is CPU scheduling)")
     fc.add_argument("--markdown", help="also write the printed tables to this file")
     fc.add_argument("--json", help="also write the full report here")
     pr = sub.add_parser("presets", help="every preset number with its source (Markdown)")
@@ -379,12 +383,14 @@ def cmd_fit_cluster(a):
     algorithms = tuple(x.strip() for x in a.fit_algorithms.split(",") if x.strip())
     fit_cluster.check_algorithms(algorithms)
     rows = fit_cluster.read_cluster_rows(a.file)
-    r = fit_cluster.calibrate_cluster(rows, specs, algorithms)
+    r = fit_cluster.calibrate_cluster(rows, specs, algorithms, a.min_bytes)
     command = ("python -m tools.simulate fit-cluster " + a.file
                + (f" --fit-shapes {a.fit_shapes}"
                   if a.fit_shapes != fit_cluster.DEFAULT_FIT_SHAPES else "")
                + (f" --fit-algorithms {a.fit_algorithms}"
-                  if algorithms != fit_cluster.MODEL_ALGORITHMS else ""))
+                  if algorithms != fit_cluster.COUNTED_ALGORITHMS else "")
+               + (f" --min-bytes {a.min_bytes}"
+                  if a.min_bytes != fit_cluster.MIN_COUNTED_BYTES else ""))
     text = fit_cluster.markdown(r, command)
     print(text, end="")
     for path, content in ((a.markdown, text), (a.json, json.dumps(r, indent=1) + "\n")):
