@@ -54,25 +54,32 @@ def _first(obj, keys, line, what):
     raise SimError(f"line {line}: no {what} (looked for {', '.join(keys)}) in {obj}")
 
 
-def read_rows(path, time_key=None):
-    """Rows of a bench_comm JSON-lines file; non-JSON lines are skipped.
-
-    time_key picks the timing field (e.g. min_us); default: the first of TIME_KEYS present.
-    """
+def json_lines(path, what_to_pass):
+    """(line number, object) of each JSON line of ``path``; other lines are skipped. One-line
+    SimErrors for a file that cannot be read (``what_to_pass`` says what to give instead)
+    and for a line that is not valid JSON."""
     try:
         with open(path) as f:
             lines = f.readlines()
     except OSError as e:
-        raise SimError(f"cannot read {path}: {e.strerror}; pass the file bench_comm --json wrote")
-    rows = []
+        raise SimError(f"cannot read {path}: {e.strerror}; {what_to_pass}") from None
     for i, text in enumerate(lines, 1):
         text = text.strip()
         if not text.startswith("{"):
             continue
         try:
-            obj = json.loads(text)
+            yield i, json.loads(text)
         except json.JSONDecodeError as e:
             raise SimError(f"{path} line {i} is not valid JSON ({e.msg}); fix or delete it")
+
+
+def read_rows(path, time_key=None):
+    """Rows of a bench_comm JSON-lines file; non-JSON lines are skipped.
+
+    time_key picks the timing field (e.g. min_us); default: the first of TIME_KEYS present.
+    """
+    rows = []
+    for i, obj in json_lines(path, "pass the file bench_comm --json wrote"):
         if obj.get("algorithm") in REFERENCE_ALGORITHMS:
             continue
         ranks = int(_first(obj, RANK_KEYS, i, "rank count"))

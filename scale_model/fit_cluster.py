@@ -40,12 +40,12 @@ Shapes with the same total rank count share that; the table shows each shape's r
 Pure: numpy and the standard library.
 """
 import itertools
-import json
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from .fit import json_lines
 from .model import Links, SimError, allreduce_time, parse_grid
 
 FIELDS = ("ranks", "grid", "algorithm", "message", "bytes", "time_us", "bucket_mb", "nodes",
@@ -157,22 +157,8 @@ class ClusterRow:
 
 def read_cluster_rows(path):
     """Rows of a cluster benchmark's JSON lines; non-JSON lines (tables, comments) skipped."""
-    try:
-        with open(path) as f:
-            lines = f.readlines()
-    except OSError as e:
-        raise SimError(f"cannot read {path}: {e.strerror}; pass the JSON lines of "
-                       "tools/bench_comm.py --json run on the emulated cluster")
-    rows = []
-    for i, text in enumerate(lines, 1):
-        text = text.strip()
-        if not text.startswith("{"):
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SimError(f"{path} line {i} is not valid JSON ({e.msg}); fix or delete it")
-        rows.append(_row(obj, f"{path} line {i}", i))
+    rows = [_row(obj, f"{path} line {i}", i) for i, obj in json_lines(
+        path, "pass the JSON lines of tools/bench_comm.py --json run on the emulated cluster")]
     if not rows:
         raise SimError(f"{path} holds no JSON rows; record the cluster benchmark with --json")
     return rows
