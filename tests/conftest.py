@@ -1,5 +1,6 @@
 """Shared fixtures: a small toy data set of real JPEGs, made once per test session."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,15 @@ sys.path.insert(0, REPO)
 os.environ.setdefault("NNABLA_CONFIG_FILE_PATH", os.path.join(REPO, "nnabla.conf"))
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mpi_shared_memory_files():
+    """The session's directory for Open MPI's shared-memory files (tests/mpi.py), removed at
+    the end with whatever aborted jobs left in it."""
+    from mpi import SHM_DIR
+    yield SHM_DIR
+    shutil.rmtree(SHM_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,10 @@
     from mpi import run_mpi, WORKERS
     proc = run_mpi(4, [os.path.join(WORKERS, "allreduce_cases.py"), "--grids", "2x2"])
 
-Adds --oversubscribe (this machine has 2 cores) and, as root, --allow-run-as-root. Returns
+Adds --oversubscribe (this machine has 2 cores), as root --allow-run-as-root, and puts Open
+MPI's shared-memory backing files in SHM_DIR (a directory of this test session, removed when
+it ends by conftest.py): in /dev/shm itself a job that is aborted or killed, as several tests
+do on purpose, leaves its sm_segment files behind. Returns
 the CompletedProcess (text stdout/stderr); raises subprocess.TimeoutExpired after
 ``timeout`` seconds, having killed mpirun and its ranks.
 """
@@ -12,10 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKERS = os.path.join(REPO, "tests", "mpi_workers")
 BIN = os.path.dirname(sys.executable)
+SHM_DIR = tempfile.mkdtemp(prefix="pytest-mpi-shm-",
+                           dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 
 
 def mpirun_path():
@@ -24,7 +30,9 @@ def mpirun_path():
 
 
 def mpirun_command(np_, argv, python=sys.executable):
-    cmd = [mpirun_path(), "--oversubscribe", "-np", str(np_)]
+    cmd = [mpirun_path(), "--oversubscribe", "-np", str(np_),
+           "--mca", "btl_sm_backing_directory", SHM_DIR,
+           "--mca", "shmem_mmap_backing_file_base_dir", SHM_DIR]
     if os.geteuid() == 0:
         cmd.insert(1, "--allow-run-as-root")
     return cmd + [python, *argv]
