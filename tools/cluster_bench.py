@@ -26,10 +26,12 @@ import tempfile
 import time
 
 from tools import minicluster
+from tools.minicluster.layout import rate_mbit as rate_mbit_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "tools", "bench_comm.py")
 VARIANTS = (("default", {}), ("^han", {"OMPI_MCA_coll": "^han"}))
+LIBRARY = ("native", "plain")          # the rows that are one MPI_Allreduce of Open MPI's
 PROBE = ("from mpi4py import MPI; import numpy as np; a = np.ones(4, np.float32); "
          "MPI.COMM_WORLD.Allreduce(MPI.IN_PLACE, a)")
 
@@ -139,14 +141,13 @@ def main(argv=None):
         cluster = minicluster.Cluster.up(args.nodes, args.rails, args.rate, name=args.name)
     except minicluster.ClusterError as e:
         sys.exit(f"error: {e}")
-    rate_mbit = float(re.match(r"[\d.]+", args.rate).group()) * \
-        {"k": 1e-3, "m": 1, "g": 1e3}[re.search(r"([kmg])bit", args.rate.lower()).group(1)]
+    rate_mbit = rate_mbit_of(args.rate)
     rows, started = [], time.time()
     try:
         for coll, env in variants:
             component = probe_component(cluster, args.ranks_per_node, env)
             algorithms = args.algorithms if coll == "default" else ",".join(
-                a for a in args.algorithms.split(",") if a in ("torus2d", "native", "plain"))
+                a for a in args.algorithms.split(",") if a in ("torus2d", *LIBRARY))
             tags = {"rails": args.rails, "rail_per_rank": not args.no_rail_per_rank,
                     "rate_mbit": rate_mbit, "coll": coll, "component": component}
             print(f"# cluster-bench: {args.nodes} nodes x {args.ranks_per_node} ranks, "
@@ -167,9 +168,11 @@ def main(argv=None):
                              "smaller --max-bytes after -- or a larger --timeout")
                 if code != 0:
                     sys.exit(f"error: the benchmark ({coll}) exited with {code}")
-                rows += [dict(json.loads(line), component=component if json.loads(line)
-                              ["algorithm"] in ("native", "plain") else None)
-                         for line in out if line.strip()]
+                for line in out:
+                    if line.strip():
+                        row = json.loads(line)     # the component serves MPI_Allreduce only
+                        row["component"] = component if row["algorithm"] in LIBRARY else None
+                        rows.append(row)
     finally:
         cluster.down()
     with open(args.json, "w") as f:

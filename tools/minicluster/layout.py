@@ -111,6 +111,13 @@ def check_rate(rate):
     return rate
 
 
+def rate_mbit(rate):
+    """A tc rate (checked) in Mbit/s: 200mbit -> 200.0, 1gbit -> 1000.0."""
+    m = RATE_RE.fullmatch(check_rate(rate))
+    scale = {"bit": 1e-6, "kbit": 1e-3, "mbit": 1.0, "gbit": 1e3}[m.group(2)]
+    return float(rate[:m.start(2)]) * scale
+
+
 def namespace_pattern(name):
     """Matches exactly the namespaces a cluster called ``name`` can have made."""
     return re.compile(rf"{re.escape(check_name(name))}-(switch|head|node[0-9]+)")
