@@ -30,12 +30,12 @@ def launched_by_mpi():
 
 def create(algorithm="torus2d", grid=None, backend="mpi", **options):
     """A communicator for this job. Options: bucket_mb, wire_dtype, timeout_s (0: no
-    watchdog), column_phase (torus2d on MPI: auto | ring | allreduce, comm/mpi.py); with backend="nccl" also ctx (the nnabla context) and optionally
-    nnabla_communicator (what makes nnabla's communicator from ctx; default
+    watchdog), column_phase (torus2d on MPI: auto | ring | allreduce, comm/mpi.py); with
+    backend="nccl" also ctx (the nnabla context) and optionally nnabla_communicator (what
+    makes nnabla's communicator from ctx; default
     nnabla.communicators.MultiProcessDataParallelCommunicator, rehearsal/ passes its double).
-    Raises CommError (one line,
-    the same on every rank, before any collective) for a bad argument or a grid that does not
-    match the number of ranks."""
+    Raises CommError (one line, the same on every rank, before any collective) for a bad
+    argument or a grid that does not match the number of ranks."""
     opts = dict(DEFAULTS)
     ctx = options.pop("ctx", None)
     factory = options.pop("nnabla_communicator", None)
@@ -73,4 +73,4 @@ def create(algorithm="torus2d", grid=None, backend="mpi", **options):
     return MpiCommunicator(algorithm, grid, **opts)
 
 
-__all__ = ["create", "CommError", "ALGORITHMS", "BACKENDS", "LocalCommunicator"]
+__all__ = ["create", "CommError", "ALGORITHMS", "BACKENDS", "COLUMN_PHASES", "LocalCommunicator"]

@@ -60,7 +60,7 @@ def parse_args(argv):
     p.add_argument("--bucket-mb", type=float, default=comm.DEFAULTS["bucket_mb"])
     p.add_argument("--wire-dtype", default=None, choices=["float16", "float32"])
     p.add_argument("--column-phase", default=comm.DEFAULTS["column_phase"],
-                   choices=["auto", "ring", "allreduce"],
+                   choices=comm.COLUMN_PHASES,
                    help="torus2d's column phase on MPI (default auto: ring across nodes)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
                    help="add KEY to every JSON row (repeatable; e.g. rails=2 from "
@@ -213,13 +213,13 @@ def phase_ms(before, after):
 
 
 def time_rounds(impls, arrays, iters, rounds, device):
-    """{algorithm: [seconds per call in each round]}; algorithms take turns each round."""
+    """({algorithm: [seconds per call in each round]}, {algorithm: its counters() after the
+    warm-up, or None}); algorithms take turns each round."""
     times = {c.algorithm: [] for c in impls}
     for c in impls:                    # warm-up: buffers, layout check, page faults
         c.all_reduce(arrays)
     device.sync()
-    for c in impls:
-        c.before = c.counters() if hasattr(c, "counters") else None
+    before = {c.algorithm: c.counters() if hasattr(c, "counters") else None for c in impls}
     for _ in range(rounds):
         for c in impls:
             WORLD.Barrier()
@@ -229,7 +229,7 @@ def time_rounds(impls, arrays, iters, rounds, device):
             device.sync()
             mean = (time.perf_counter() - t) / iters
             times[c.algorithm].append(WORLD.allreduce(mean, op=MPI.MAX))
-    return times
+    return times, before
 
 
 def watchdog_cost_us(calls=100_000):
@@ -315,10 +315,11 @@ def main(argv=None):
         nbytes = 4 * sum(int(np.prod(s)) for s in shapes)
         count = nbytes // 4
         iters = int(min(100, max(1, parse_bytes(args.iter_bytes) // max(nbytes, 1))))
-        times = time_rounds(impls, arrays, iters, args.rounds, device)
+        times, before = time_rounds(impls, arrays, iters, args.rounds, device)
         median = {k: float(np.median(v)) for k, v in times.items()}
         for c in impls:
-            phases = phase_ms(c.before, c.counters()) if c.before is not None else None
+            counted = before[c.algorithm]
+            phases = phase_ms(counted, c.counters()) if counted is not None else None
             wrong = None
             if args.check:
                 fill_pattern(arrays, WORLD.rank)

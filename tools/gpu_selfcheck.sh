@@ -34,6 +34,9 @@ verdict() {   # verdict PASS|FAIL|SKIP|REHEARSED item details
     [ "$1" = FAIL ] && FAILED=1
     return 0
 }
+wrong_elements() {   # wrong_elements BENCH_JSONL: the sum of #wrong over bench_comm's rows
+    "$PY" -c "import json,sys; print(sum(json.loads(l)['wrong'] or 0 for l in open(sys.argv[1])))" "$1"
+}
 summary_field() {   # summary_field RUN_DIR KEY
     "$PY" -c "import json,sys; print(json.load(open(sys.argv[1] + '/summary.json')).get(sys.argv[2]))" "$1" "$2" 2>/dev/null
 }
@@ -67,7 +70,7 @@ rehearse() {
     if "$MPIRUN" "${ROOT_FLAG[@]}" --oversubscribe -np 4 "$PY" tools/bench_comm.py --rehearse-gpu \
         --backend nccl --check --no-resnet --max-bytes 1M --rounds 1 --iter-bytes 1 \
         --algorithms torus2d,hierarchical,native --grid 2x2 --json "$WORK/bench_nccl.jsonl" >"$log" 2>&1; then
-        wrong=$("$PY" -c "import json,sys; print(sum(json.loads(l)['wrong'] or 0 for l in open(sys.argv[1])))" "$WORK/bench_nccl.jsonl")
+        wrong=$(wrong_elements "$WORK/bench_nccl.jsonl")
         if [ "$wrong" = 0 ]; then
             verdict REHEARSED nccl "comm's NCCL backend, 4 CPU ranks as 2x2: 0 wrong elements (no NCCL transport, no timing)"
         else
@@ -152,7 +155,7 @@ if [ "$GPUS" -ge 2 ]; then
     if "$MPIRUN" "${ROOT_FLAG[@]}" -np "$GPUS" "$PY" tools/bench_comm.py --backend nccl --check \
         --resnet-only --algorithms torus2d,native --grid "${GPUS}x1" --json "$WORK/bench_nccl.jsonl" \
         >"$log" 2>&1; then
-        wrong=$("$PY" -c "import json,sys; print(sum(json.loads(l)['wrong'] or 0 for l in open(sys.argv[1])))" "$WORK/bench_nccl.jsonl")
+        wrong=$(wrong_elements "$WORK/bench_nccl.jsonl")
         ratio=$("$PY" -c "import json,sys; r={json.loads(l)['algorithm']: json.loads(l)['time_us'] for l in open(sys.argv[1])}; print(f\"{r['torus2d'] / r['native']:.2f}\")" "$WORK/bench_nccl.jsonl")
         if [ "$wrong" = 0 ]; then
             verdict PASS nccl "ResNet-50 gradients on $GPUS GPUs: 0 wrong; torus2d / native time = $ratio"
