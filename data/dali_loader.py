@@ -34,7 +34,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .augment import crop_boxes, image_size, uniforms, val_geometry
-from .checks import checker_hint, first_bad
+from .checks import checker_hint, encoded_problem, first_bad
 from .imagefolder import DataError
 from .pil_loader import MEAN, STD
 from .sampler import DeliveredPosition, ShardedStream
@@ -128,6 +128,9 @@ class _Feeder:
                     data = f.read()
             except OSError as e:
                 raise DataError(f"cannot read {path}: {e.strerror}; {self.hint}") from None
+            problem = encoded_problem(data)    # a broken JPEG must never reach DALI
+            if problem is not None:
+                raise DataError(f"cannot decode {path}: {problem}; {self.hint}")
             try:
                 dims[k] = image_size(data)
             except ValueError as e:
