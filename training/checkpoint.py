@@ -73,8 +73,8 @@ def load(path, required=()):
     if "meta" not in arrays:
         raise CheckpointError(f"checkpoint {path} has no metadata: not written by this trainer")
     try:
-        meta = json.loads(arrays.pop("meta").tobytes().decode())
-    except (UnicodeDecodeError, ValueError) as e:
+        meta = json.loads(np.asarray(arrays.pop("meta")).tobytes().decode())
+    except (UnicodeDecodeError, ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path} has unreadable metadata ({e})") from None
     missing = [k for k in required if not isinstance(meta, dict) or k not in meta]
     if missing:
