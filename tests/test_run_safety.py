@@ -148,7 +148,6 @@ def test_malformed_checkpoint_metadata_is_one_line(tmp_path, meta_bytes, reason)
         run_state.find(str(path), str(tmp_path), warn=print)
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # zipfile
 def test_a_failed_checkpoint_write_removes_its_partial_file_and_keeps_the_others(tmp_path):
     """A real write error mid-file: the process may not grow a file past 64 KiB (EFBIG, as
     ENOSPC on a full disk; the tmpfs case is in test_run_faults.py)."""

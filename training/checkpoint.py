@@ -42,7 +42,7 @@ def save(directory, step, arrays, meta, keep=3):
     payload["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, **payload)
+            _write_npz(f, payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
@@ -58,6 +58,15 @@ def save(directory, step, arrays, meta, keep=3):
     _fsync_dir(directory)
     prune(directory, keep)
     return final
+
+
+def _write_npz(f, arrays):
+    """``np.savez(f, **arrays)`` (the same stored zip of .npy members), with the zip file
+    closed even when a write fails, so a full disk leaves no half-open archive behind."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, value in arrays.items():
+            with z.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def load(path, required=()):

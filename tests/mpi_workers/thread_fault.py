@@ -1,5 +1,5 @@
-"""A thread of rank 1 raises while every rank waits in a collective: comm.job's hook must
-end the whole job (without it the others wait in the barrier until killed).
+"""A thread of rank 1 raises while rank 0 waits in a collective: comm.job's hook must end the
+whole job (without it rank 0 waits in the barrier, rank 1 sleeps, until they are killed).
 
     mpirun -np 2 python tests/mpi_workers/thread_fault.py
 """
@@ -23,11 +23,9 @@ def work():
     raise ValueError(f"injected fault in a thread of rank {rank}")
 
 
-if rank == 1:
+if rank == 1:       # its main thread does no MPI: only the hook can end this rank
     threading.Thread(target=work, name="feeder").start()
-else:
-    time.sleep(0.5)
-MPI.COMM_WORLD.Barrier()       # rank 1 never arrives: its main thread waits below
-if rank == 1:
     time.sleep(600)
+else:              # waits for rank 1 in a collective it never joins
+    MPI.COMM_WORLD.Barrier()
 print("not reached: the job should have ended", flush=True)
