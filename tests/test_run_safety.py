@@ -222,7 +222,7 @@ def test_data_identity_is_the_class_list_and_the_sample_count():
     ("train.seed=-1", r"train.seed=-1 must lie in \[0, 4294967295\]"),
     ("train.seed=4294967296", r"train.seed=4294967296 must lie in \[0, 4294967295\]"),
     ("model.depth=51", "model.depth=51 must be one of 18, 34, 50, 101, 152"),
-    ("data.image_size=16", r"data.image_size=16 must lie in \[32, 4096\]"),
+    ("data.image_size=4", r"data.image_size=4 must lie in \[8, 4096\]"),
     ("data.min_crop_area=0", r"data.min_crop_area=0.0 must lie in \(0, 1\]"),
     ("data.val_resize_ratio=0.5", r"data.val_resize_ratio=0.5 must lie in \[1, 8\]"),
     ("data.synthetic_classes=1", "data.synthetic_classes=1 must be >= 2"),

@@ -187,7 +187,7 @@ CHOICES = {
     "mlperf.division": ("closed", "open"),
     "mlperf.status": ("cloud", "onprem", "preview", "research"),
 }
-POSITIVE = ("model.width", "train.epochs", "train.log_every_steps", "optim.lars_coefficient",
+POSITIVE = ("model.width", "comm.bucket_mb", "train.epochs", "train.log_every_steps", "optim.lars_coefficient",
             "optim.poly_power", "eval.every_epochs", "eval.batch_size",
             "data.synthetic_train_size", "data.synthetic_val_size", "loss_scale.initial",
             "loss_scale.growth_interval")
@@ -197,7 +197,7 @@ FRACTIONS = ("optim.warmup_start_factor", "optim.final_lr_factor", "mlperf.targe
 # Keys with their own closed ranges [low, high] (None: unbounded); "(" marks an open end.
 RANGES = {
     "train.seed": (0, 2 ** 32 - 1, "[]"),             # numpy's RandomState takes 32 bits
-    "data.image_size": (32, 4096, "[]"),               # ResNet's stride 32: >= 1 pixel left
+    "data.image_size": (8, 4096, "[]"),                # padding keeps >= 1 pixel at stride 32
     "data.min_crop_area": (0, 1, "(]"),                # a crop needs some area
     "data.val_resize_ratio": (1, 8, "[]"),             # the centre crop lies inside the resize
     "data.num_threads": (1, 256, "[]"),
@@ -350,9 +350,6 @@ def _range_text(low, high, ends):
 
 
 def _validate_ranges(cfg):
-    found = _non_finite(cfg)
-    if found:
-        raise ConfigError(f"{found[0]}={found[1]} must be a finite number")
     if cfg.model.depth not in DEPTHS:
         raise ConfigError(f"model.depth={cfg.model.depth} must be one of "
                           f"{', '.join(map(str, DEPTHS))} (the ResNet depths)")
@@ -375,7 +372,9 @@ def _validate_ranges(cfg):
 
 
 def validate(cfg):
-    _validate_ranges(cfg)
+    found = _non_finite(cfg)      # first: every comparison with NaN is false, so passes
+    if found:
+        raise ConfigError(f"{found[0]}={found[1]} must be a finite number")
     for key, allowed in CHOICES.items():
         if get(cfg, key) not in allowed:
             raise ConfigError(f"{key}={get(cfg, key)!r} is not one of "
@@ -416,6 +415,7 @@ def validate(cfg):
     if cfg.model.channel_last and cfg.device == "cpu":
         raise ConfigError("model.channel_last=true needs device=gpu: nnabla's CPU convolution "
                           "supports only NCHW; drop the override for CPU runs")
+    _validate_ranges(cfg)
 
 
 def _validate_batch(cfg):

@@ -168,7 +168,7 @@ def _identity_changes(meta, saved, now, world_size, data):
     (stages, epochs), (new_stages, new_epochs) = _global_schedule(saved), _global_schedule(now)
     if stages != new_stages or epochs != new_epochs:
         changes.append(f"the global batch schedule (until_epoch, batch) {stages} over "
-                       f"{epochs:g} epochs (now {new_stages} over {new_epochs:g})")
+                       f"{epochs:g} epochs (this run: {new_stages} over {new_epochs:g})")
     rate = [f"optim.{k}" for k in SCHEDULE_KEYS
             if saved.get("optim", {}).get(k) != now["optim"][k]]
     if rate:
