@@ -1,4 +1,4 @@
-"""The DALI loaders on real JPEG files (CPU pipelines of every pinned DALI: 2.4.0, 1.53.0, 1.35.0)."""
+"""The DALI loaders on real JPEG files (CPU pipelines of each pinned DALI: 2.4, 1.53, 1.35)."""
 import os
 
 import nnabla as nn
