@@ -537,7 +537,8 @@ fi
 stamp_text "$PY" >"$STAMP"
 
 # --- summary ------------------------------------------------------------------------
-versions=$("$VPY" -c 'import sys, importlib.metadata as m; print("%d.%d.%d" % sys.version_info[:3], m.version("nnabla"))')
+read -r pyver nnabla_ver dali_ver < <("$VPY" -c 'import sys, importlib.metadata as m
+print("%d.%d.%d" % sys.version_info[:3], m.version("nnabla"), m.version("nvidia-dali-cuda120"))')
 if [ "$SITE_MPI" = 0 ] && [ -x "$VENV/bin/mpirun" ]; then
     mpirun=$VENV/bin/mpirun
 else
@@ -548,4 +549,4 @@ if [ -n "$mpirun" ]; then
     mpi=$("$mpirun" --version 2>&1 | head -n 1) || true
     mpi="${mpi:-unknown} ($mpirun)"
 fi
-say "ready: $VENV: python ${versions% *}, nnabla ${versions#* }, MPI: $mpi"
+say "ready: $VENV: python $pyver, nnabla $nnabla_ver, DALI $dali_ver, MPI: $mpi"
