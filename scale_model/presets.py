@@ -27,10 +27,10 @@ NCCL_2023 = ("NVIDIA/nccl src/graph/tuning.cc @b647562 (NCCL 2.19+ era; ABCI 3.0
 NCCL_TUNER = "NVIDIA/nccl src/graph/tuning.cc {tag}"
 NCCL_275 = NCCL_TUNER.format(tag="v2.7.5-1")
 NCCL_2215 = NCCL_TUNER.format(tag="v2.21.5-1")
+FIT_SOURCE = ("fitted on the issue-26 calibration rows (MLPerf ResNet-50, 8-64 GPUs) by "
+              "scale_model/calibration.py; python -m tools.simulate validate")
 DLE_MXNET = ("NVIDIA/DeepLearningExamples MxNet/Classification/RN50v1.5/README.md, "
              "mxnet-20.12 container")
-MLPERF_H100 = ("mlcommons/training_results_v3.0 NVIDIA/results/dgxh100_ngc23.04_mxnet/resnet/"
-               "result_0.txt (8x H100 SXM, global batch 3200)")
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,6 @@ class Preset:
                 if isinstance(getattr(self, f.name), Sourced)}
 
 
-# V100 step overhead, derived once here so both presets state the same arithmetic.
-_V100_OVERHEAD_SRC = (
-    "derived from " + DLE_MXNET + " V100 mixed-precision inference table: avg latency 6.78 ms at "
-    "batch 16 and 38.06 ms at batch 128; t = t0 + b/R gives t0 = 2.31 ms per forward pass; x3 "
-    "for forward+backward (assumed) = 6.9 ms")
-
 PRESETS = {
     "abci2-v100": Preset(
         name="abci2-v100",
@@ -99,11 +93,12 @@ PRESETS = {
         inter_alpha_us=Sourced(9.6, "measured", NCCL_2020 + "[NET][Ring][Simple] = 9.6 us"),
         call_latency_us=Sourced(8.4, "measured", NCCL_2020.replace("hwLat", "baseLat")
                                 + "[Ring][Simple] = 8.4 us"),
-        train_images_per_s=Sourced(1376, "measured",
-                                   DLE_MXNET + ": 1 x V100 16GB, mixed precision, batch 192, "
-                                   "1376 img/s (NVIDIA's number, MXNet, not nnabla)"),
-        ref_batch=Sourced(192, "confirmed", DLE_MXNET + ": benchmark.py -b 192 --dtype float16"),
-        step_overhead_ms=Sourced(6.9, "derived", _V100_OVERHEAD_SRC),
+        train_images_per_s=Sourced(1400.6, "fitted",
+                                   "the V100-SXM2-16GB of preset dgx1-v100, its value "
+                                   "(NVIDIA's MXNet, not nnabla); " + FIT_SOURCE),
+        ref_batch=Sourced(208, "confirmed", "dgx1-v100's reference batch (MLPerf v0.6 "
+                                            "config_DGX1.sh: BATCHSIZE=208)"),
+        step_overhead_ms=Sourced(3.263, "fitted", FIT_SOURCE + ": one overhead for every preset"),
         eval_images_per_s=Sourced(3362, "measured",
                                   DLE_MXNET + ": V100 inference, mixed precision, batch 128, "
                                   "3362 img/s"),
@@ -138,17 +133,15 @@ PRESETS = {
         inter_alpha_us=Sourced(14.0, "measured", NCCL_2023 + "[NET][Ring][Simple] = 14.0 us"),
         call_latency_us=Sourced(8.4, "measured", NCCL_2023.replace("hwLat", "baseLat")
                                 + "[Ring][Simple] = 8.4 us"),
-        train_images_per_s=Sourced(7000, "derived",
-                                   MLPERF_H100 + ": tracked_stats throughput ~56,000 img/s over "
-                                   "8 GPUs in epochs 2-9 = 7,000 img/s per H100 (NVIDIA's "
-                                   "MLPerf code, MXNet+DALI); H200 assumed equal to H100 (same "
-                                   "GH100 compute)"),
-        ref_batch=Sourced(400, "confirmed", MLPERF_H100 + ": d_batch_size 400"),
-        step_overhead_ms=Sourced(6.9, "assumed",
-                                 "assumed equal to the V100 value (launch-bound, not "
-                                 "compute-bound); " + _V100_OVERHEAD_SRC),
-        eval_images_per_s=Sourced(21000, "assumed",
-                                  "assumed 3x the training throughput (forward only)"),
+        train_images_per_s=Sourced(7168.5, "fitted",
+                                   "preset dgxh100's H100 value, H200 assumed equal (same "
+                                   "GH100 compute; NVIDIA's MXNet, not nnabla); " + FIT_SOURCE),
+        ref_batch=Sourced(400, "confirmed", "dgxh100's reference batch (MLPerf v3.0 "
+                                            "config_DGXH100.sh: BATCHSIZE=400)"),
+        step_overhead_ms=Sourced(3.263, "fitted", FIT_SOURCE + ": one overhead for every preset"),
+        eval_images_per_s=Sourced(21500, "assumed",
+                                  "assumed 3x the training throughput at batch 400 (forward "
+                                  "only), rounded"),
         tree_intra_alpha_us=Sourced(28, "measured", NCCL_2215 + ": hwLat[NVLINK][Tree][Simple] "
                                     "= 28 us"),
         tree_inter_alpha_us=Sourced(28, "measured", NCCL_2215 + ": hwLat[NET][Tree][Simple] = 28 us"),
@@ -167,8 +160,6 @@ PRESETS = {
 MLPERF = "mlcommons/training_results_v{round}"
 SYSTEM_JSON = MLPERF + " NVIDIA/systems/{system}.json"
 CONFIG = MLPERF + " NVIDIA/benchmarks/resnet/implementations/mxnet/{config}"
-FIT_SOURCE = ("fitted on the issue-26 calibration rows by scale_model/mlperf.py "
-              "(python -m tools.simulate validate)")
 NO_NODE_LIMIT = Sourced(1024, "assumed", "not a system limit: DGX clusters are built to order; "
                                          "the model checks no node count")
 
