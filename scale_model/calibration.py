@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .mlperf import ComputeCurve, predict
-from .model import SimError
+from .model import SimError, time_to_train
 from .presets import get_preset
 
 ISSUE = "issue 26 calibration table"
@@ -138,3 +138,28 @@ def error_band(result=None):
             f"(8-64 GPUs, NVIDIA's MXNet) within {r['max_abs_error']:.0%} (median "
             f"{r['median_abs_error']:.1%}); larger runs are checked outside the project, and "
             "nnabla's own speed is not in it (python -m tools.simulate validate)")
+
+
+def explain_run(run, preset="abci2-v100", eval_every_epochs=1.0):
+    """What the calibrated model says about a reported run ({name, reported_s, gpus, stages}):
+    seconds of compute, of exposed communication (the paper's torus2d after backward, and
+    NCCL's own all-reduce for comparison), of evaluation (one pass every eval_every_epochs:
+    the paper's schedule is unknown, so every epoch is the generous case) and the rest of
+    the reported time, which the model does not contain (start-up, data loading, slower
+    software than NVIDIA's MXNet)."""
+    ttt = time_to_train(run["stages"], run["gpus"], preset, "torus2d", overlap=0.0,
+                        eval_every_epochs=eval_every_epochs)
+    compute = sum(s["steps"] * (s["step_s"] - s["exposed_s"]) for s in ttt["stages"])
+    comm = sum(s["steps"] * s["exposed_s"] for s in ttt["stages"])
+    nccl = sum(s["steps"] * predict(preset, run["gpus"], s["global_batch"])["exposed_s"]
+               for s in ttt["stages"])
+    modelled = compute + comm + ttt["eval_s"]
+    rest = run["reported_s"] - modelled
+    return {"name": run["name"], "gpus": run["gpus"], "reported_s": run["reported_s"],
+            "compute_s": compute, "communication_s": comm, "nccl_communication_s": nccl,
+            "evaluation_s": ttt["eval_s"], "evaluations": ttt["evals"],
+            "modelled_s": modelled, "rest_s": rest,
+            # if the rest were all compute: the speed each GPU had, as a share of the calibration's
+            "compute_speed_if_rest_were_compute": compute / (compute + rest) if rest > 0 else 1.0,
+            "steps": sum(s["steps"] for s in ttt["stages"]),
+            "rest_per_step_ms": rest / sum(s["steps"] for s in ttt["stages"]) * 1e3}

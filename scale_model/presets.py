@@ -104,7 +104,8 @@ PRESETS = {
                                   "3362 img/s"),
         tree_intra_alpha_us=Sourced(28, "measured", NCCL_275 + ": hwLat[NVLINK][Tree][Simple] "
                                     "= 28 us (ABCI 2.0 had nccl/2.8; 2.7.5 read)"),
-        tree_inter_alpha_us=Sourced(50, "measured", NCCL_275 + ": hwLat[NET][Tree][Simple] = 50 us"),
+        tree_inter_alpha_us=Sourced(50, "measured",
+                                    NCCL_275 + ": hwLat[NET][Tree][Simple] = 50 us"),
         tree_bw_fraction=Sourced(0.9, "measured", NCCL_275 + ": tree busBw = min(busBw * .9, "
                                  "maxTreeBw)"),
         tree_bw_cap_GBps=Sourced(80, "measured", NCCL_275 + ": maxTreeBw = 80 GB/s for Simple "
@@ -144,7 +145,8 @@ PRESETS = {
                                   "only), rounded"),
         tree_intra_alpha_us=Sourced(28, "measured", NCCL_2215 + ": hwLat[NVLINK][Tree][Simple] "
                                     "= 28 us"),
-        tree_inter_alpha_us=Sourced(28, "measured", NCCL_2215 + ": hwLat[NET][Tree][Simple] = 28 us"),
+        tree_inter_alpha_us=Sourced(28, "measured",
+                                    NCCL_2215 + ": hwLat[NET][Tree][Simple] = 28 us"),
         tree_bw_fraction=Sourced(0.92, "measured", NCCL_2215 + ": tree busBw = min(busBw * .92, "
                                  "nChannels * perChMaxTreeBw)"),
         tree_bw_cap_GBps=Sourced(288, "assumed", NCCL_2215 + ": perChMaxTreeBws Hopper N4 = 36.0 "

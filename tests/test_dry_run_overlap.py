@@ -93,6 +93,8 @@ def test_torus2d_dry_run_exposes_the_whole_all_reduce_and_says_why():
     assert any(ln.startswith(f"compute per step = {v100.step_overhead_ms.value:g} ms")
                and f"{v100.train_images_per_s.value:g} img/s" in ln for ln in lines)
     assert any(ln.startswith("hardware of preset abci2-v100") for ln in lines)
+    band = [ln for ln in proc.stdout.splitlines() if ln.startswith("band       ")]
+    assert len(band) == 1 and "14 published step times" in band[0]
     assert not any("backward = 2/3" in ln for ln in lines)     # unused at overlap 0
     assert len(lines) == len(set(lines))                         # once each, not per stage
     stages = [(5.025, 34816), (90.051, 69632)]                   # the plan's stage ends
