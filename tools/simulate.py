@@ -342,7 +342,7 @@ def cmd_paper(a):
           f"({a.params:,} parameters); overlap {a.overlap:g}; per-GPU compute "
           f"{32 / compute.seconds(32):.0f} img/s at 32 per GPU, "
           f"{16 / compute.seconds(16):.0f} at 16 "
-          "(from the preset's published throughput); eval and start-up not counted")
+          "(the preset's MLPerf-calibrated compute curve); eval and start-up not counted")
     _print_table(head, rows, a.markdown)
     print("assumptions:")
     print("  - " + overlap_assumption(a, "the paper's software (not ours)")
@@ -484,7 +484,7 @@ def cmd_validate(a):
              f"({x['predicted']['allreduce_algorithm']})",
              f"{x['predicted']['exposed_s'] * 1e3:.2f}"] for x in r["rows"]]
     _print_table(head, rows, a.markdown)
-    print(f"\n|error|: median {r['median_abs_error']:.1%}, worst {r['max_abs_error']:.1%} "
+    print(f"\nabsolute error: median {r['median_abs_error']:.1%}, worst {r['max_abs_error']:.1%} "
           f"(target {calibration.TARGET_CALIBRATION:.0%}): "
           f"{'within' if r['within_target'] else 'MISSES'} the target")
     stale = calibration.presets_in_sync(fit)
