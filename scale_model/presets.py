@@ -224,6 +224,9 @@ def _groups(groups, config_src):
 NCCL_27_CAP = "maxTreeBw = 80 GB/s for Simple on more than 2 nodes"
 V100_EVAL = DLE_MXNET + ": V100 16GB inference, mixed precision, batch 128, 3362 img/s"
 A100_EVAL = DLE_MXNET + ": A100 80GB inference, mixed precision, batch 192, 6198 img/s"
+# the V100 DGX rows ran v0.6 (NCCL 2.4.6) and v0.7 (2.7.5)
+NCCL_V100_RUNS = _nccl("v2.7.5-1", 9.6, 50, 0.9, 80, NCCL_27_CAP + " (v0.7 ran 2.7.5; v0.6's "
+                       "2.4.6 has no tuner table, 2.7.5's stands in)")
 DGX_PRESETS = {
     "dgx1-v100": Preset(
         name="dgx1-v100",
@@ -233,8 +236,7 @@ DGX_PRESETS = {
         **_hardware(SYSTEM_JSON.format(round="0.7", system="dgx1_ngc20.06_mxnet"), 8, 300, 4, 100,
                     "4 network cards, ConnectX-4, InfiniBand 100 Gb/sec (4X EDR) (v0.6 "
                     "dgx1_ngc19.05_mxnet.json)"),
-        **_nccl("v2.7.5-1", 9.6, 50, 0.9, 80, NCCL_27_CAP + " (v0.7 ran 2.7.5; v0.6's 2.4.6 "
-                "has no tuner table, 2.7.5's stands in)"),
+        **NCCL_V100_RUNS,
         **_compute(208, CONFIG.format(round="0.6", config="config_DGX1.sh") + ": BATCHSIZE=208",
                    1400.6, 3.263, 3362, V100_EVAL),
         **_groups(20, CONFIG.format(round="0.7", config="config_DGX1.sh")),
@@ -246,8 +248,7 @@ DGX_PRESETS = {
         max_nodes=NO_NODE_LIMIT,
         **_hardware(SYSTEM_JSON.format(round="0.7", system="dgx2h_ngc20.06_mxnet"), 16, 300, 8,
                     100, "Compute: 8x ConnectX-5 IB EDR 100Gb/Sec"),
-        **_nccl("v2.7.5-1", 9.6, 50, 0.9, 80, NCCL_27_CAP + " (v0.7 ran 2.7.5; v0.6's 2.4.6 "
-                "has no tuner table, 2.7.5's stands in)"),
+        **NCCL_V100_RUNS,
         **_compute(208, CONFIG.format(round="0.6", config="config_DGX2.sh") + ": BATCHSIZE=208",
                    1559.1, 3.263, 3362, "assumed equal to " + V100_EVAL),
         **_groups(20, CONFIG.format(round="0.7", config="config_DGX2.sh")),

@@ -86,7 +86,8 @@ def _stages(text):
 
 
 def _common(p, batch=True):
-    p.add_argument("--preset", default="abci2-v100", help="abci2-v100 | abci3-h200")
+    p.add_argument("--preset", default="abci2-v100",
+                   help=" | ".join(simulate_presets.PRESETS))
     p.add_argument("--params", type=_positive(int), default=sim.RESNET50_PARAMETERS,
                    help="gradient elements (default ResNet-50: 25,557,032)")
     p.add_argument("--bytes-per-param", type=_positive(int), default=2,
