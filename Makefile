@@ -29,7 +29,7 @@ help:
 	@echo "make experiment-batch-control  the paper's claim on the toy set: 3 arms x 3 seeds (~20 min)"
 	@echo "make bench-data  images/s of the DALI and Pillow loaders, data wait in training"
 	@echo "make setup     create $(VENV) with Python 3.8-3.10 and pinned dependencies"
-	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png"
+	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png, the MLPerf validation"
 	@echo "make sim-calibrate  fit the model's alpha/beta on this machine's MPI (SIM_JSON=bench lines)"
 	@echo "make bench     run every benchmark (bench-comm, bench-data)"
 	@echo "make gpu-selfcheck  does the GPU path work here? (a verdict per item; without a GPU: REHEARSED on CPU ranks)"
@@ -94,6 +94,7 @@ simulate: setup
 	$(PY) -m tools.simulate paper
 	$(PY) -m tools.simulate table
 	$(PY) -m tools.simulate plot --out docs/scale_model.png
+	$(PY) -m tools.simulate validate --plot docs/scale_model_validation.png
 
 sim-calibrate: setup
 	@mkdir -p $(dir $(SIM_JSON))
