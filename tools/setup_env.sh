@@ -325,7 +325,7 @@ export UV_PYTHON_DOWNLOADS=never   # no internet for interpreter downloads; use 
 UV_TLS=
 if [ ${#UV[@]} -gt 0 ]; then
     if [ -n "${UV_SYSTEM_CERTS:-}${UV_NATIVE_TLS:-}" ]; then
-        UV_TLS="the certificates UV_SYSTEM_CERTS/UV_NATIVE_TLS choose"
+        UV_TLS="the certificates your ${UV_SYSTEM_CERTS:+UV_SYSTEM_CERTS=$UV_SYSTEM_CERTS }${UV_NATIVE_TLS:+UV_NATIVE_TLS=$UV_NATIVE_TLS }chooses"
     elif "${UV[@]}" pip install --help 2>/dev/null | grep -q -- --system-certs; then
         export UV_SYSTEM_CERTS=1; UV_TLS="the system's certificates (UV_SYSTEM_CERTS=1)"
     else
