@@ -346,8 +346,10 @@ def cmd_paper(a):
           "(the preset's MLPerf-calibrated compute curve); eval and start-up not counted")
     _print_table(head, rows, a.markdown)
     print("assumptions:")
-    print("  - " + overlap_assumption(a, "the paper's software (not ours)")
-          .removeprefix("assumed: ") + "; the overlap 0 / 1 column brackets it")
+    assumption = overlap_assumption(a, "the paper's software (not ours)")
+    if assumption.startswith("assumed: "):      # (str.removeprefix needs Python 3.9)
+        assumption = assumption[len("assumed: "):]
+    print("  - " + assumption + "; the overlap 0 / 1 column brackets it")
     for n in notes:
         print(f"  - {n}")
     print("  - 'implied' = the per-GPU throughput at 32 images/GPU that makes the torus2d "
