@@ -38,7 +38,8 @@ from schedules.schedule import TrainingSchedule  # noqa: E402
 from training import loss_scaling, run_state  # noqa: E402
 from training.checkpoint import CheckpointError  # noqa: E402
 from training.config import ConfigError, dump_yaml, load_config, to_dict  # noqa: E402
-from training.device import Exchange, backward, check_devices, check_gpu_stack, contexts  # noqa: E402,E501
+from training.device import (Exchange, backward, check_devices, check_gpu_stack,  # noqa: E402
+                             contexts)
 from training.dry_run import (IMAGENET_TRAIN_IMAGES, preset_for, print_gpu_plan,  # noqa: E402
                               print_plan, print_predictions)
 from training.evaluate import average_bn_statistics, evaluate  # noqa: E402

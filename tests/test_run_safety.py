@@ -136,6 +136,15 @@ def test_an_older_readable_checkpoint_is_used_with_a_warning(tmp_path):
     assert meta["step"] == 4 and len(warnings) == 1 and "step-000000006.npz" in warnings[0]
 
 
+def test_a_write_cut_short_by_a_killed_run_is_removed_at_the_next_checkpoint(tmp_path):
+    d = tmp_path / "checkpoints"
+    d.mkdir()
+    orphan = d / ".tmp-12345-step-000000004.npz"
+    orphan.write_bytes(b"PK half a checkpoint")
+    ckpt.save(str(d), 5, {"a": np.ones(4, np.float32)}, {"step": 5})
+    assert sorted(os.listdir(d)) == ["step-000000005.npz"]
+
+
 @pytest.mark.parametrize("meta_bytes,reason", [
     (b"\xff\xfe not json", "unreadable metadata"),
     (b"[1, 2]", "malformed metadata"),

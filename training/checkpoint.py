@@ -57,7 +57,19 @@ def save(directory, step, arrays, meta, keep=3):
             "continue with --resume") from None
     _fsync_dir(directory)
     prune(directory, keep)
+    _remove_orphans(directory, keep=tmp)
     return final
+
+
+def _remove_orphans(directory, keep):
+    """Temporary files of writes cut short (a run killed mid-checkpoint). Only one run writes
+    here at a time (training/output_dir.py's lock), so any other than ours is an orphan."""
+    for path in glob.glob(os.path.join(directory, ".tmp-*")):
+        if path != keep:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
 
 def _write_npz(f, arrays):
