@@ -384,7 +384,7 @@ def stopped(run, ranks):
 
 def test_the_script_stops_the_trainer_before_the_walltime(tmp_path, stand_in_repo):
     script, _ = render_ok(tmp_path, "--system", "local", "--gpus-per-node", "3", "--walltime",
-                          "00:00:10", "--stop-margin", "7", "--repo", str(stand_in_repo))
+                          "00:00:10", "--stop-margin", "7", "--repo", str(stand_in_repo), *FITS)
     r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "7s before the walltime: asking the trainer to checkpoint and stop" in r.stdout
