@@ -14,12 +14,13 @@ BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
 .PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test bench bench-comm \
-	bench-data clean help simulate sim-calibrate gpu-selfcheck experiment-batch-control \
+	bench-data clean help simulate sim-calibrate gpu-selfcheck experiment-batch-control test-fast \
 	cluster-up cluster-down cluster-train cluster-bench
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
 	@echo "make test      set up and run the test suite"
+	@echo "make test-fast the in-process tests only (no mpirun, root or training; tests/README.md)"
 	@echo "make report    tables, plots and report.md of the run in $(OUT), into $(OUT)/report"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
 	@echo "make dry-run-paper  print the 34K -> 68K schedule of configs/paper_224s.yaml on 2,176 GPUs"
@@ -70,6 +71,11 @@ experiment-batch-control: toy-data
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The everyday tier (tests/README.md): no subprocess or mpirun, no root, no training.
+FAST := not procs and not root and not train
+test-fast: setup
+	$(PY) -m pytest tests -m "$(FAST)" $(PYTEST_ARGS)
 
 bench: bench-comm bench-data
 
