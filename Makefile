@@ -13,14 +13,15 @@ BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 # --bind-to none: a rank's decoding threads may use any core, not the one it was bound to
 MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
-.PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test bench bench-comm \
-	bench-data clean help simulate sim-calibrate gpu-selfcheck experiment-batch-control test-fast \
+.PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test test-fast golden-update \
+	bench bench-comm bench-data clean help simulate sim-calibrate gpu-selfcheck experiment-batch-control \
 	cluster-up cluster-down cluster-train cluster-bench
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
 	@echo "make test      set up and run the test suite"
 	@echo "make test-fast the in-process tests only (no mpirun, root or training; tests/README.md)"
+	@echo "make golden-update  rewrite the stored loss curve after a deliberate numerics change"
 	@echo "make report    tables, plots and report.md of the run in $(OUT), into $(OUT)/report"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
 	@echo "make dry-run-paper  print the 34K -> 68K schedule of configs/paper_224s.yaml on 2,176 GPUs"
@@ -76,6 +77,11 @@ test: setup
 FAST := not procs and not root and not train
 test-fast: setup
 	$(PY) -m pytest tests -m "$(FAST)" $(PYTEST_ARGS)
+
+# Rewrite the stored loss curve from a fresh run (tests/README.md, "The stored loss curve").
+golden-update: setup
+	$(PY) -m pytest tests/test_loss_curve.py --golden-update -k repeats_the_stored_loss_curve
+	@echo "rewrote tests/golden/cpu_demo_1rank/loss_curve.jsonl: review the diff before committing"
 
 bench: bench-comm bench-data
 

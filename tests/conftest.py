@@ -15,6 +15,14 @@ sys.path.insert(0, REPO)
 os.environ.setdefault("NNABLA_CONFIG_FILE_PATH", os.path.join(REPO, "nnabla.conf"))
 
 PYTHON = sys.executable
+# The session's toy set (toy_dir); tests/test_loss_curve.py records it with its stored curve.
+TOY = dict(classes=10, train_per_class=24, val_per_class=8, size=32, seed=0)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--golden-update", action="store_true",
+                     help="rewrite the stored loss curves (tests/golden/*/loss_curve.jsonl) "
+                          "from this run instead of comparing with them (make golden-update)")
 
 
 def pytest_configure(config):
@@ -59,7 +67,7 @@ def toy_dir(tmp_path_factory):
     """10 classes x (24 train + 8 val) JPEGs of 32 px."""
     from data.toy_imagenet import generate
     out = tmp_path_factory.mktemp("toy")
-    generate(str(out), classes=10, train_per_class=24, val_per_class=8, size=32, seed=0)
+    generate(str(out), **TOY)
     return str(out)
 
 
