@@ -26,6 +26,8 @@ class UnmarkedProcess(RuntimeError):
 
 
 class Guard:
+    """The markers of the test under way, and what it was refused."""
+
     def __init__(self):
         self.test = None            # the test being set up or run, or None between tests
         self.markers = set()

@@ -45,7 +45,8 @@ def differences(stored, got):
             return problems + [f"{where}: the run wrote a {have['event']} line of step "
                                f"{have['step']} there"]
         for key, value in want.items():
-            if have[key] != value and not (key in LOSSES and have[key] == pytest.approx(value, rel=REL)):
+            close = key in LOSSES and have[key] == pytest.approx(value, rel=REL)
+            if have[key] != value and not close:
                 problems.append(f"{where}: {key} {have[key]}, stored {value}")
     if len(stored) != len(got):
         problems.append(f"{len(got)} step and eval lines, stored {len(stored)}")
