@@ -155,7 +155,8 @@ DOUBLE_RULES = [
     "group_rank_numbering", "local_rank_is_the_index_on_the_host",
     "groups_created_in_another_order_refused", "zeroed_arrays_are_skipped",
     "out_of_bounds_reduce_scatter_refused", "callback_checks_every_gradient_on_the_host",
-    "abort_from_a_thread_needs_thread_multiple"]
+    "abort_from_a_thread_needs_thread_multiple", "results_hidden_until_synchronize",
+    "every_listed_array_is_checked_on_the_host"]
 
 
 def worker_result(name, ranks=4, *args):
