@@ -164,7 +164,13 @@ def copy_into(tensor_list, ndarray, ctx):
                          f"input array {tuple(ndarray.shape)}")
     dtype = np.float16 if "16" in str(tensor_list.dtype) else np.float32
     pointer = ndarray.data_ptr(dtype, ctx, write_only=True)
-    tensor_list.copy_to_external(ctypes.c_void_p(pointer))
+    if type(tensor_list).__name__ == "TensorListGPU":
+        # on nnabla's stream (the legacy default stream, 0): after the kernels still reading
+        # the previous batch, not on DALI's own stream with only a host wait (dali
+        # tensors.pyi copy_to_external(ptr, cuda_stream, non_blocking))
+        tensor_list.copy_to_external(ctypes.c_void_p(pointer), cuda_stream=0)
+    else:
+        tensor_list.copy_to_external(ctypes.c_void_p(pointer))
 
 
 class DaliTrainLoader(DeliveredPosition):
