@@ -146,8 +146,8 @@ class Exchange:
         """All-reduce (mean) the gradients, then read this rank's loss once and exchange it.
 
         ``loss_sum``: this rank's micro-batch losses summed where they were computed (an
-        NdArray, ``LossSum``); ``probe``: a callable giving a device scalar that is NaN when
-        a reduced gradient is not finite (half precision), or None. The gradients are
+        NdArray, ``LossSum``); ``probe``: a callable giving a device scalar that is not finite when
+        a reduced gradient is not (half precision), or None. The gradients are
         enqueued first and the one host read of the update comes after them (on a GPU the
         host then has nothing left to hand the device). Returns (mean loss sum over ranks,
         any rank asked to stop, gradients finite)."""
