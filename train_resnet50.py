@@ -429,7 +429,8 @@ def main(argv=None):
             with meters.timing("eval"):
                 average_bn_statistics(comm, exchange.arrays(statistics.values(), grad=False))
                 try:
-                    top1, top5, val_loss = evaluate(val_net, val_loader, comm)
+                    top1, top5, val_loss = evaluate(val_net, val_loader, comm,
+                                                    ctx if cfg.data.device == "gpu" else None)
                 except DataError as e:
                     fail(str(e), comm)
             log.write("eval", epoch=epoch_now, step=step, elapsed_s=meters.elapsed(),
