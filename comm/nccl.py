@@ -16,21 +16,27 @@ Facts it relies on (multi_process_data_parallel_communicator.cu, ".cu" below):
     broadcast (``full_precision=True``, and ``bcast``) and any numpy array (NCCL takes
     NdArrays only) go over the host instead: mpi4py on numpy views, summed in at least
     float32, each result rounded once into its array's own dtype.
-  - Out-of-place calls copy every input into a packed buffer and back (copy_inside_device,
-    copy_back_inside_device); ``reduce_scatter`` packs its list and ``all_gather`` even
-    copies its destinations first. So each bucket is one flat NdArray: ``all_reduce`` and
-    ``bcast`` run in place, ``reduce_scatter`` gets ``[flat]`` and ``all_gather`` one
-    destination of X*c elements. ``reduce`` stays out of place: in place, 1.39 drops its
-    ``group`` and reduces over the world, which hangs (``bcast``/``all_reduce`` keep it).
+  - List calls pack in C++: out of place, ``all_reduce``/``reduce``/``bcast`` copy the list
+    into one buffer and back (copy_inside_device, copy_back_inside_device, .cu:516-561),
+    ``reduce_scatter`` packs its list and ``all_gather`` packs its destinations and copies
+    back (.cu:815, :909-917). So a bucket is a list of whole arrays (plan.bucket_layout
+    whole_arrays=True) plus a zero pad to a multiple of X: 1-3 Python calls per bucket, none
+    per array. ``reduce`` stays out of place: in place, 1.39 drops its ``group`` and
+    reduces over the world, which hangs. Out-of-place ``all_reduce`` asks the host once per
+    array whether it is still zeroed (get_modified_arrays, .cu:335-346).
+  - A half job's float32 arrays (cuDNN keeps BN's scale/shift gradients in float) travel on a
+    second communicator made from the float context, not cast to float16 by the half one.
   - ``division=True`` is ncclAvg over the group: torus2d divides by X in the row and by Y in
     the column, so the bucket ends as the mean over X*Y ranks.
   - nnabla starts MPI at MPI_THREAD_SERIALIZED unless it already runs (Mpi::Mpi()); the
     watchdog calls MPI_Abort from its own thread, which needs MPI_THREAD_MULTIPLE, so MPI is
     started here first (``start_mpi``).
-  - Collectives are enqueued on CUDA streams and return before the data has moved. Every
-    device all_reduce ends by reading one element of its last bucket on the host, under the
-    watchdog: a stuck NCCL kernel fires it there, not in some later unwatched host read.
-    Counter seconds are host time.
+  - Collectives are enqueued on CUDA streams and return before the data has moved.
+    ``all_reduce(wait=False)`` only enqueues; ``wait()`` synchronises the device under the
+    watchdog (a stuck NCCL kernel fires it there); ``read()`` is the counted host read the
+    trainer makes once per update. Counter seconds are host time.
+  - A rank whose ``init()`` fails (no GPU for its local_rank, .cu:424; ncclCommInitRank,
+    .cu:426-429) prints one line and aborts the job: the others would wait forever.
   - There is no point-to-point API, so the ``ring`` algorithm is MPI-only; ``native`` is
     NCCL's own all-reduce (rings/trees); 16-bit traffic comes from ``type_config=half``.
 """
@@ -141,7 +147,8 @@ class NcclCommunicator:
         node.Free()
         bad = world.allgather(node_rank != self.local_rank)
         if any(bad):
-            raise CommError(f"nnabla's communicator numbers ranks {[r for r, b in enumerate(bad) if b]} "
+            ranks = [r for r, b in enumerate(bad) if b]
+            raise CommError(f"nnabla's communicator numbers ranks {ranks} "
                             "differently from the nodes MPI sees (host names repeat across "
                             "nodes?), so it would pick the wrong GPU: give every node its own "
                             "host name")

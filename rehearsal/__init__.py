@@ -44,5 +44,6 @@ def contexts(type_config):
             get_extension_context("cpu", type_config="float"))
 
 
-__all__ = ["MultiProcessDataParallelCommunicator", "comm_options", "synchronize", "NOT_REHEARSED", "DATA_ON_CPU", "NCHW_ON_CPU",
+__all__ = ["MultiProcessDataParallelCommunicator", "comm_options", "synchronize",
+           "NOT_REHEARSED", "DATA_ON_CPU", "NCHW_ON_CPU",
            "contexts"]

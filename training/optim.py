@@ -139,7 +139,8 @@ class Optimizer:
             s.scale_grad(factor)
 
     def grads_probe(self, float_ctx):
-        """A callable giving one device scalar, finite iff every gradient is (see GradProbe): one graph run per update instead of grads_finite's host sync per array."""
+        """A callable giving one device scalar, finite iff every gradient is (see GradProbe):
+        one graph run per update instead of grads_finite's host sync per array."""
         if getattr(self, "_probe", None) is None:
             self._probe = GradProbe([p for g in self.groups.values() for p in g.values()],
                                     float_ctx)
