@@ -34,8 +34,9 @@ def create(algorithm="torus2d", grid=None, backend="mpi", **options):
     backend="nccl" also ctx (the nnabla context) and optionally nnabla_communicator (what
     makes nnabla's communicator from ctx; default
     nnabla.communicators.MultiProcessDataParallelCommunicator, rehearsal/ passes its double)
-    and synchronize (waits for the device: default nnabla_ext.cuda.synchronize; rehearsal/
-    passes its double's).
+    and synchronize (waits for the device, e.g. nnabla_ext.cuda.synchronize; default: the
+    factory's ``synchronize`` attribute if any -- rehearsal/'s double has one -- else the
+    host read that follows is the wait).
     Raises CommError (one line, the same on every rank, before any collective) for a bad
     argument or a grid that does not match the number of ranks."""
     opts = dict(DEFAULTS)

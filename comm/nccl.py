@@ -128,34 +128,35 @@ class NcclCommunicator:
         self.multiple = plan.chunk_multiple(algorithm, self.layout_grid)
         self.watchdog = Watchdog(self.rank, timeout_s, lambda code: self.nc.abort())
         self.counters_ = Counters()
-        self._synchronize = (synchronize or getattr(self.factory, "synchronize", None)
-                             or self._device_synchronize)
+        # None: the host read after wait() is the synchronisation (a blocking cudaMemcpy,
+        # cuda_array.cpp:182-206), under the watchdog too
+        self._synchronize = synchronize or getattr(self.factory, "synchronize", None)
         self._host_comm = None
         self._plans = {}
         self._pending = 0
         self._seq = 0
 
     def _grid(self, spec):
-        """(plan.Grid, ranks on this node). auto: one row per node, the nodes found as the MPI
-        backend finds them (MPI_COMM_TYPE_SHARED), whatever the mapping; refused if nnabla's
-        local_rank (its GPU: the count of lower ranks on this host, .cu:391-411) is not this
-        rank's place on its node, as where host names repeat across nodes."""
+        """(plan.Grid, ranks on this node). XxY: rows of consecutive ranks. auto: one row per
+        node, the nodes found as the MPI backend finds them (MPI_COMM_TYPE_SHARED), whatever
+        the mapping; refused if nnabla's local_rank (its GPU: the count of lower ranks on
+        this host, .cu:391-411) is not this rank's place on its node, as where host names
+        repeat across nodes."""
+        shape = plan.parse_grid(spec)
+        if shape is not None:    # mpirun exports the local size; nnabla reports none
+            local_size = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "0")) or None
+            return plan.Grid.from_shape(*shape, self.size, spec=spec), local_size
         from mpi4py import MPI
         world = MPI.COMM_WORLD
         node = world.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         local_size, node_rank, node_id = node.size, node.rank, node.bcast(self.rank, root=0)
         node.Free()
-        bad = world.allgather(node_rank != self.local_rank)
-        if any(bad):
-            ranks = [r for r, b in enumerate(bad) if b]
-            raise CommError(f"nnabla's communicator numbers ranks {ranks} "
-                            "differently from the nodes MPI sees (host names repeat across "
-                            "nodes?), so it would pick the wrong GPU: give every node its own "
-                            "host name")
-        shape = plan.parse_grid(spec)
-        if shape is None:
-            return plan.Grid.from_nodes(world.allgather(node_id)), local_size
-        return plan.Grid.from_shape(*shape, self.size, spec=spec), local_size
+        bad = [r for r, b in enumerate(world.allgather(node_rank != self.local_rank)) if b]
+        if bad:
+            raise CommError(f"nnabla's communicator numbers ranks {bad} differently from the "
+                            "nodes MPI sees (host names repeat across nodes?), so they would "
+                            "take the wrong GPU: give every node its own host name")
+        return plan.Grid.from_nodes(world.allgather(node_id)), local_size
 
     # --- public API -----------------------------------------------------------------------
     def all_reduce(self, arrays, average=False, full_precision=False, wait=True):
@@ -191,20 +192,23 @@ class NcclCommunicator:
 
     def wait(self):
         """Wait, under the watchdog, until the enqueued collectives have finished (the one
-        device synchronisation of an update: a stuck NCCL kernel fires the watchdog here)."""
+        device synchronisation of an update: a stuck NCCL kernel fires the watchdog here).
+        Without a ``synchronize`` function, ``read`` is where the host waits."""
         if self._pending:
             nb, self._pending = self._pending, 0
-            self._call("sync", "world", list(range(self.size)), nb - 1, nb, self._synchronize)
+            if self._synchronize is not None:
+                self._call("sync", "world", list(range(self.size)), nb - 1, nb,
+                           self._synchronize)
 
     def read(self, ndarray):
-        """The host's copy of a device array (one device-to-host copy; after ``wait``): the
+        """The host's copy of a device array, after ``wait``, under the watchdog: the
         trainer's one host read per update goes through here and is counted."""
         self.wait()
-        t = time.perf_counter()
-        host = np.array(ndarray.data, copy=True)
+        out = []
+        self._call("read", "world", list(range(self.size)), 0, 1,
+                   lambda: out.append(np.array(ndarray.data, copy=True)))
         self.counters_.host_reads += 1
-        self.counters_.add("read", time.perf_counter() - t, calls=1)
-        return host
+        return out[0]
 
     def bcast(self, arrays, root=0):
         """Every rank gets ``root``'s values, exactly (over the host: the initial weights
@@ -335,10 +339,6 @@ class NcclCommunicator:
         if self.full_nc is not None and wire != np.float16:
             return self.full_nc
         return self.nc
-
-    def _device_synchronize(self):
-        import nnabla_ext.cuda
-        nnabla_ext.cuda.synchronize(device_id=str(self.local_rank))
 
     def _call(self, phase, group, ranks, k, nb, fn, kind=None, nbytes=0, group_size=1):
         self.watchdog.arm(phase, group, ranks, self._seq, k, nb)
