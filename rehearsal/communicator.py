@@ -86,9 +86,13 @@ def MultiProcessDataParallelCommunicator(ctx):  # noqa: N802 (nnabla's name)
     """Mirrors pyx MultiProcessDataParallelCommunicator -> the registry's query(): the
     first backend of ``ctx.backend`` with a registered implementation decides the type
     every collective runs in (function_registry.hpp ``query``)."""
+    return _query(ctx, Communicator)
+
+
+def _query(ctx, cls):
     for backend in ctx.backend:
         if backend in REGISTERED:
-            return Communicator(ctx, REGISTERED[backend])
+            return cls(ctx, REGISTERED[backend])
     raise RuntimeError(f"value error in query: Any of [{', '.join(ctx.backend)}] could not be "
                        f"found in [{', '.join(REGISTERED)}]")
 
@@ -506,11 +510,7 @@ class NoOpCommunicator(Communicator):
 
 def NoOpMultiProcessDataParallelCommunicator(ctx):  # noqa: N802
     """As MultiProcessDataParallelCommunicator, with NoOpCommunicator's collectives."""
-    for backend in ctx.backend:
-        if backend in REGISTERED:
-            return NoOpCommunicator(ctx, REGISTERED[backend])
-    raise RuntimeError(f"value error in query: Any of [{', '.join(ctx.backend)}] could not be "
-                       f"found in [{', '.join(REGISTERED)}]")
+    return _query(ctx, NoOpCommunicator)
 
 
 # comm/nccl.py finds the double's stand-in for nnabla_ext.cuda.synchronize on its factory
