@@ -84,8 +84,8 @@ init_failure() {   # init_failure RANKS VERDICT DETAIL [ENV...]: a rank's init()
     local rc=$?
     if [ "$rc" = 124 ]; then
         verdict FAIL init-failure "the job hung (killed after 180 s; see $log)"
-    elif [ "$rc" != 0 ] && grep -q "nnabla's communicator init() failed" "$log"; then
-        verdict "$ok" init-failure "$detail: the job ended (exit $rc) with: $(grep -m1 "init() failed" "$log" | cut -c1-120)..."
+    elif [ "$rc" != 0 ] && grep -aq "nnabla's communicator init() failed" "$log"; then
+        verdict "$ok" init-failure "$detail: the job ended (exit $rc) with: $(grep -a -m1 "init() failed" "$log" | cut -c1-140)..."
     else
         verdict FAIL init-failure "exit $rc without the one line (see $log)"
     fi
