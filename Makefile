@@ -13,14 +13,15 @@ BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 # --bind-to none: a rank's decoding threads may use any core, not the one it was bound to
 MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
-.PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test test-other-python \
-	bench bench-comm \
-	bench-data clean help simulate sim-calibrate gpu-selfcheck experiment-batch-control \
-	cluster-up cluster-down cluster-train cluster-bench
+.PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test test-fast golden-update \
+	test-other-python bench bench-comm bench-data clean help simulate sim-calibrate gpu-selfcheck \
+	experiment-batch-control cluster-up cluster-down cluster-train cluster-bench
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
 	@echo "make test      set up and run the test suite"
+	@echo "make test-fast the in-process tests only (no mpirun, root or training; tests/README.md)"
+	@echo "make golden-update  rewrite the stored loss curve after a deliberate numerics change"
 	@echo "make test-other-python VENV=.venv39 PYTHON=.../python3.9  CI's subset on another Python"
 	@echo "make report    tables, plots and report.md of the run in $(OUT), into $(OUT)/report"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
@@ -72,6 +73,16 @@ experiment-batch-control: toy-data
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The everyday tier (tests/README.md): no subprocess or mpirun, no root, no training.
+FAST := not procs and not root and not train
+test-fast: setup
+	$(PY) -m pytest tests -m "$(FAST)" $(PYTEST_ARGS)
+
+# Rewrite the stored loss curve from a fresh run (tests/README.md, "The stored loss curve").
+golden-update: setup
+	$(PY) -m pytest tests/test_loss_curve.py --golden-update -k repeats_the_stored_loss_curve
+	@echo "rewrote tests/golden/cpu_demo_1rank/loss_curve.jsonl: review the diff before committing"
 
 # What CI runs on the other interpreters the setup accepts (3.9: DALI 1.53, 3.8: DALI 1.35),
 # each in its own venv: the DALI and Pillow loaders, a short training run with the trainer's
