@@ -42,18 +42,37 @@ def build_loaders(cfg, train_set, val_set, *, seed, val_batch_size, shard_id=0, 
     half = half and cfg.device == "gpu"
     common = dict(channel_last=channel_last)
     if cfg.backend == "synthetic":
-        from .synthetic import SyntheticTrainLoader as Train, SyntheticValLoader as Val
+        from .synthetic import SyntheticTrainLoader as Train
         common["half"] = half
     elif cfg.backend == "dali":
-        from .dali_loader import DaliTrainLoader as Train, DaliValLoader as Val
+        from .dali_loader import DaliTrainLoader as Train
         common.update(half=half, device=cfg.device, device_id=device_id)
     elif cfg.backend == "pil":
-        from .pil_loader import PilTrainLoader as Train, PilValLoader as Val
+        from .pil_loader import PilTrainLoader as Train
     else:
         raise ValueError(f"unknown data backend {cfg.backend!r}")
     train = Train(train_set, cfg.image_size, shard_id=shard_id, num_shards=num_shards,
                   seed=seed, num_threads=cfg.num_threads, min_crop_area=cfg.min_crop_area,
                   state=state, **common)
-    val = Val(val_set, cfg.image_size, val_batch_size, shard_id=shard_id, num_shards=num_shards,
-              resize_ratio=cfg.val_resize_ratio, num_threads=cfg.num_threads, **common)
-    return train, val
+    return train, build_val_loader(cfg, val_set, val_batch_size, shard_id, num_shards,
+                                   channel_last=channel_last, half=half, device_id=device_id)
+
+
+def build_val_loader(cfg, val_set, batch_size, shard_id=0, num_shards=1, channel_last=False,
+                     half=False, device_id=None):
+    """The validation loader alone, exactly as ``build_loaders`` makes it (tools/evaluate
+    scores saved parameters with it)."""
+    half = half and cfg.device == "gpu"
+    common = dict(channel_last=channel_last)
+    if cfg.backend == "synthetic":
+        from .synthetic import SyntheticValLoader as Val
+        common["half"] = half
+    elif cfg.backend == "dali":
+        from .dali_loader import DaliValLoader as Val
+        common.update(half=half, device=cfg.device, device_id=device_id)
+    elif cfg.backend == "pil":
+        from .pil_loader import PilValLoader as Val
+    else:
+        raise ValueError(f"unknown data backend {cfg.backend!r}")
+    return Val(val_set, cfg.image_size, batch_size, shard_id=shard_id, num_shards=num_shards,
+               resize_ratio=cfg.val_resize_ratio, num_threads=cfg.num_threads, **common)
