@@ -112,11 +112,13 @@ def load_config_for(run_dir, saved_config, path):
 
 
 def to_channel_first(arrays, shapes):
-    """Arrays saved by a channel-last model, in the shapes of the channel-first one."""
+    """Arrays saved by a channel-last model, in the layout of the channel-first one. Every
+    convolution weight is transposed, also where the shape does not tell: the small stem's
+    3x3 convolution of 3 channels is (out, 3, 3, 3) in both layouts."""
     out = {}
     for name, value in arrays.items():
         want = shapes.get(name)
-        if want is not None and value.shape != want and value.ndim == 4:
+        if want is not None and value.ndim == 4:
             if name.endswith("/W"):
                 value = value.transpose(0, 3, 1, 2)      # (out, kh, kw, in) -> (out, in, kh, kw)
             elif value.size == int(np.prod(want)):
