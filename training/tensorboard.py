@@ -46,8 +46,11 @@ class TensorBoardSink:
         self._writer = None
 
     def _open(self, purge_step=None):
+        # The file is named after the second it was opened in and the host; the suffix keeps
+        # a resume in the same second from replacing the earlier attempt's file.
+        suffix = f".{os.getpid()}.{purge_step or 0}"
         self._writer = self._writer_class(self.log_dir, purge_step=purge_step,
-                                          flush_secs=FLUSH_S)
+                                          flush_secs=FLUSH_S, filename_suffix=suffix)
 
     def write(self, record):
         if self._writer is None:
