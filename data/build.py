@@ -32,6 +32,24 @@ def list_data(cfg):
     return train, val
 
 
+def _loader_classes(cfg, channel_last, half, device_id):
+    """(training loader class, validation loader class, keyword arguments both take) of
+    ``cfg.backend``."""
+    half = half and cfg.device == "gpu"
+    common = dict(channel_last=channel_last)
+    if cfg.backend == "synthetic":
+        from .synthetic import SyntheticTrainLoader as Train, SyntheticValLoader as Val
+        common["half"] = half
+    elif cfg.backend == "dali":
+        from .dali_loader import DaliTrainLoader as Train, DaliValLoader as Val
+        common.update(half=half, device=cfg.device, device_id=device_id)
+    elif cfg.backend == "pil":
+        from .pil_loader import PilTrainLoader as Train, PilValLoader as Val
+    else:
+        raise ValueError(f"unknown data backend {cfg.backend!r}")
+    return Train, Val, common
+
+
 def build_loaders(cfg, train_set, val_set, *, seed, val_batch_size, shard_id=0, num_shards=1,
                   channel_last=False, half=False, device_id=None, state=None):
     """(training loader, validation loader) of rank ``shard_id`` of ``num_shards``.
@@ -39,18 +57,7 @@ def build_loaders(cfg, train_set, val_set, *, seed, val_batch_size, shard_id=0, 
     ``half`` asks for float16 images (DALI on a GPU only; the CPU graph takes float32).
     ``device_id`` is the rank's GPU (its local rank) when ``cfg.device == "gpu"``.
     """
-    half = half and cfg.device == "gpu"
-    common = dict(channel_last=channel_last)
-    if cfg.backend == "synthetic":
-        from .synthetic import SyntheticTrainLoader as Train
-        common["half"] = half
-    elif cfg.backend == "dali":
-        from .dali_loader import DaliTrainLoader as Train
-        common.update(half=half, device=cfg.device, device_id=device_id)
-    elif cfg.backend == "pil":
-        from .pil_loader import PilTrainLoader as Train
-    else:
-        raise ValueError(f"unknown data backend {cfg.backend!r}")
+    Train, _, common = _loader_classes(cfg, channel_last, half, device_id)
     train = Train(train_set, cfg.image_size, shard_id=shard_id, num_shards=num_shards,
                   seed=seed, num_threads=cfg.num_threads, min_crop_area=cfg.min_crop_area,
                   state=state, **common)
@@ -62,17 +69,6 @@ def build_val_loader(cfg, val_set, batch_size, shard_id=0, num_shards=1, channel
                      half=False, device_id=None):
     """The validation loader alone, exactly as ``build_loaders`` makes it (tools/evaluate
     scores saved parameters with it)."""
-    half = half and cfg.device == "gpu"
-    common = dict(channel_last=channel_last)
-    if cfg.backend == "synthetic":
-        from .synthetic import SyntheticValLoader as Val
-        common["half"] = half
-    elif cfg.backend == "dali":
-        from .dali_loader import DaliValLoader as Val
-        common.update(half=half, device=cfg.device, device_id=device_id)
-    elif cfg.backend == "pil":
-        from .pil_loader import PilValLoader as Val
-    else:
-        raise ValueError(f"unknown data backend {cfg.backend!r}")
+    _, Val, common = _loader_classes(cfg, channel_last, half, device_id)
     return Val(val_set, cfg.image_size, batch_size, shard_id=shard_id, num_shards=num_shards,
                resize_ratio=cfg.val_resize_ratio, num_threads=cfg.num_threads, **common)
