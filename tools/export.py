@@ -20,6 +20,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("NNABLA_CONFIG_FILE_PATH", os.path.join(REPO, "nnabla.conf"))
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -99,10 +101,13 @@ def save_nnp(path, image, logits, batch_size):
 
 
 def nnp_to_onnx(nnp_path, onnx_path, batch_size):
+    """nnabla-converter's nnp -> ONNX (what `nnabla_cli convert -b N x.nnp x.onnx` runs),
+    its progress prints ("Importing ...") kept off this tool's output."""
     from nnabla.utils.converter.nnabla import NnpImporter
     from nnabla.utils.converter.onnx import OnnxExporter
-    nnp = NnpImporter(nnp_path, expand_network=True, executor_index=None).execute()
-    OnnxExporter(nnp, batch_size, -1, opset=ONNX_OPSET).execute(onnx_path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        nnp = NnpImporter(nnp_path, expand_network=True, executor_index=None).execute()
+        OnnxExporter(nnp, batch_size, -1, opset=ONNX_OPSET).execute(onnx_path)
 
 
 def main(argv=None):
