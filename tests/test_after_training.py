@@ -77,6 +77,14 @@ def test_evaluate_a_checkpoint_on_three_ranks(run, toy_dir):
     assert result["top5"] == pytest.approx(first["val_top5"], abs=1e-6)
 
 
+def test_a_checkpoint_copied_out_of_its_run_uses_the_config_inside_it(run, toy_dir, tmp_path):
+    ckpt = shutil.copy(os.path.join(run, "checkpoints", "step-000000030.npz"), str(tmp_path))
+    proc = tool("tools.evaluate", ckpt, "--data-dir", toy_dir, "--json")
+    result = last_json(proc)
+    assert f"config {ckpt}" in proc.stdout            # no config.yaml beside it
+    assert result["top1"] == pytest.approx(records(run, "eval")[-1]["val_top1"], abs=1e-6)
+
+
 def val_images(toy_dir, size):
     """Every validation image through the reference preprocessing (data/pil_loader.py)."""
     from data.imagefolder import list_imagenet
