@@ -200,6 +200,16 @@ def test_tensorboard_files_hold_the_runs_scalars(run):
     assert all(0 < v < 1 for _, v in series("time/allreduce_share"))   # 2 ranks exchange
 
 
+def test_the_tensorboard_command_reads_them(run):
+    """`tensorboard --logdir` works on the run (--inspect: the same reading, no server)."""
+    command = os.path.join(os.path.dirname(PYTHON), "tensorboard")
+    proc = subprocess.run([command, "--inspect", "--logdir", os.path.join(run, "tb")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for tag in ("train/loss", "val/top1", "time/allreduce_share"):
+        assert f"   {tag}\n" in proc.stdout, proc.stdout
+
+
 def test_bad_inputs_are_one_line(run, toy_dir, tmp_path):
     empty = tmp_path / "unfinished"
     empty.mkdir()
