@@ -188,16 +188,26 @@ def to_numpy(tensor_list):
     return tensor_list.as_array()
 
 
-def copy_into(tensor_list, ndarray, ctx):
+def copy_into(tensor_list, ndarray, ctx, rows=None):
     """Copy a DALI batch into an nnabla ``NdArray`` on ``ctx`` (CPU or GPU) with no extra
     host copy: nnabla hands out its buffer (``data_ptr``, write-only: old contents are not
-    synchronised) and DALI writes into it, as nnabla-ext-cuda's ``DaliIterator`` does."""
-    if tuple(ndarray.shape) != tuple(tensor_list.as_tensor().shape()):
+    synchronised) and DALI writes into it, as nnabla-ext-cuda's ``DaliIterator`` does.
+    ``rows``: a batch of that many samples fills the array's first rows (then the array is
+    made current without write_only, so the other rows keep their contents)."""
+    want = (rows or ndarray.shape[0],) + tuple(ndarray.shape[1:])
+    if want != tuple(tensor_list.as_tensor().shape()):
         raise ValueError(f"batch shape {tensor_list.as_tensor().shape()} does not match the "
-                         f"input array {tuple(ndarray.shape)}")
+                         f"input array {want}")
     dtype = np.float16 if "16" in str(tensor_list.dtype) else np.float32
-    pointer = ndarray.data_ptr(dtype, ctx, write_only=True)
-    tensor_list.copy_to_external(ctypes.c_void_p(pointer))
+    partial = rows is not None and rows < ndarray.shape[0]
+    pointer = ndarray.data_ptr(dtype, ctx, write_only=not partial)
+    if type(tensor_list).__name__ == "TensorListGPU":
+        # on nnabla's stream (the legacy default stream, 0): after the kernels still reading
+        # the previous batch, not on DALI's own stream with only a host wait (dali
+        # tensors.pyi copy_to_external(ptr, cuda_stream, non_blocking))
+        tensor_list.copy_to_external(ctypes.c_void_p(pointer), cuda_stream=0)
+    else:
+        tensor_list.copy_to_external(ctypes.c_void_p(pointer))
 
 
 class DaliTrainLoader(DeliveredPosition):
@@ -337,7 +347,8 @@ class DaliValLoader:
         self.pipe.schedule_run()
         return chunk, paths
 
-    def __iter__(self):
+    def _batches(self):
+        """(DALI batch, its sample indices), in order; DALI decodes ``prefetch`` ahead."""
         if self.pipe is None:
             self.pipe = val_pipeline(self.batch_size, **self.build_args)
             self.pipe.build()
@@ -349,13 +360,28 @@ class DaliValLoader:
                 while chunks and len(pending) < self.prefetch:
                     pending.append(self._submit(chunks.popleft()))
                 chunk, paths = pending.popleft()
-                images = to_numpy(self.feeder.outputs(self.pipe, paths))
-                labels, valid = self.listing.labels[chunk], len(chunk)
-                if valid < self.batch_size:      # fixed graph shape: pad with the last row
-                    pad = self.batch_size - valid
-                    images = np.concatenate([images, np.repeat(images[-1:], pad, 0)])
-                    labels = np.concatenate([labels, np.repeat(labels[-1:], pad)])
-                yield images, labels.reshape(-1, 1), valid
+                yield self.feeder.outputs(self.pipe, paths), chunk
         finally:
             for _, paths in pending:      # an abandoned pass must not leave stale outputs
                 self.feeder.outputs(self.pipe, paths)
+
+    def __iter__(self):
+        for out, chunk in self._batches():
+            images = to_numpy(out)
+            labels, valid = self.listing.labels[chunk], len(chunk)
+            if valid < self.batch_size:      # fixed graph shape: pad with the last row
+                pad = self.batch_size - valid
+                images = np.concatenate([images, np.repeat(images[-1:], pad, 0)])
+                labels = np.concatenate([labels, np.repeat(labels[-1:], pad)])
+            yield images, labels.reshape(-1, 1), valid
+
+    def batches_into(self, image, ctx):
+        """As iterating, but each batch is written into the nnabla array ``image`` (the
+        graph's input, on ``ctx``) where DALI made it, never through the host; yields
+        (labels, valid). A short last batch fills the first rows; the rest keep the
+        previous batch's images, which never count (rows are independent in evaluation)."""
+        for out, chunk in self._batches():
+            copy_into(out, image, ctx, rows=len(chunk))
+            labels = self.listing.labels[chunk]
+            pad = self.batch_size - len(chunk)
+            yield np.concatenate([labels, np.repeat(labels[-1:], pad)]).reshape(-1, 1), len(chunk)
