@@ -32,13 +32,9 @@ def list_data(cfg):
     return train, val
 
 
-def build_loaders(cfg, train_set, val_set, *, seed, val_batch_size, shard_id=0, num_shards=1,
-                  channel_last=False, half=False, device_id=None, state=None):
-    """(training loader, validation loader) of rank ``shard_id`` of ``num_shards``.
-
-    ``half`` asks for float16 images (DALI on a GPU only; the CPU graph takes float32).
-    ``device_id`` is the rank's GPU (its local rank) when ``cfg.device == "gpu"``.
-    """
+def _loader_classes(cfg, channel_last, half, device_id):
+    """(training loader class, validation loader class, keyword arguments both take) of
+    ``cfg.backend``."""
     half = half and cfg.device == "gpu"
     common = dict(channel_last=channel_last)
     if cfg.backend == "synthetic":
@@ -51,9 +47,28 @@ def build_loaders(cfg, train_set, val_set, *, seed, val_batch_size, shard_id=0, 
         from .pil_loader import PilTrainLoader as Train, PilValLoader as Val
     else:
         raise ValueError(f"unknown data backend {cfg.backend!r}")
+    return Train, Val, common
+
+
+def build_loaders(cfg, train_set, val_set, *, seed, val_batch_size, shard_id=0, num_shards=1,
+                  channel_last=False, half=False, device_id=None, state=None):
+    """(training loader, validation loader) of rank ``shard_id`` of ``num_shards``.
+
+    ``half`` asks for float16 images (DALI on a GPU only; the CPU graph takes float32).
+    ``device_id`` is the rank's GPU (its local rank) when ``cfg.device == "gpu"``.
+    """
+    Train, _, common = _loader_classes(cfg, channel_last, half, device_id)
     train = Train(train_set, cfg.image_size, shard_id=shard_id, num_shards=num_shards,
                   seed=seed, num_threads=cfg.num_threads, min_crop_area=cfg.min_crop_area,
                   state=state, **common)
-    val = Val(val_set, cfg.image_size, val_batch_size, shard_id=shard_id, num_shards=num_shards,
-              resize_ratio=cfg.val_resize_ratio, num_threads=cfg.num_threads, **common)
-    return train, val
+    return train, build_val_loader(cfg, val_set, val_batch_size, shard_id, num_shards,
+                                   channel_last=channel_last, half=half, device_id=device_id)
+
+
+def build_val_loader(cfg, val_set, batch_size, shard_id=0, num_shards=1, channel_last=False,
+                     half=False, device_id=None):
+    """The validation loader alone, exactly as ``build_loaders`` makes it (tools/evaluate
+    scores saved parameters with it)."""
+    _, Val, common = _loader_classes(cfg, channel_last, half, device_id)
+    return Val(val_set, cfg.image_size, batch_size, shard_id=shard_id, num_shards=num_shards,
+               resize_ratio=cfg.val_resize_ratio, num_threads=cfg.num_threads, **common)

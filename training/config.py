@@ -57,6 +57,7 @@ class TrainConfig:
                                            # null when batch.stages sets the batch
     seed: int = 0
     log_every_steps: int = 20              # a "step" line in log.jsonl every N updates
+    tensorboard: bool = True               # the log's scalars also in OUTPUT_DIR/tb/ (rank 0)
 
 
 @dataclass
