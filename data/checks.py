@@ -5,6 +5,7 @@ truncated JPEG fails here as it does in DALI) and its format is one both decoder
 DALI's CPU decoder rejects some formats Pillow opens (GIF, for one), so a GIF renamed to
 ``.JPEG`` counts as broken even though Pillow alone would accept it.
 """
+import io
 import os
 
 from PIL import Image
@@ -22,9 +23,9 @@ def checker_hint(data_dir):
 
 
 def check_image(path):
-    """``None`` if ``path`` is a usable image, else a short reason."""
+    """``None`` if ``path`` (or an open binary file) is a usable image, else a short reason."""
     try:
-        if os.path.getsize(path) == 0:
+        if isinstance(path, (str, os.PathLike)) and os.path.getsize(path) == 0:
             return "empty file"
         with Image.open(path) as img:
             if img.format not in SUPPORTED_FORMATS:
@@ -35,6 +36,11 @@ def check_image(path):
     except Exception as e:   # Pillow raises many types for broken files
         return str(e) or type(e).__name__
     return None
+
+
+def check_bytes(data):
+    """``check_image`` for encoded bytes in memory (a tar member, a packed shard's slice)."""
+    return "empty file" if not data else check_image(io.BytesIO(data))
 
 
 def first_bad(paths):
