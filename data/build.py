@@ -11,7 +11,9 @@ file that cannot be decoded stops the run with one line naming it and the checke
 are left out of the listing up front, so every epoch is still exact over the rest. A broken
 file that is not on the list still stops the run: nothing is skipped silently.
 """
-from .imagefolder import exclude, list_file_lists, list_imagenet, read_exclude_list
+from .imagefolder import (DataError, _check_data_dir, exclude, list_file_lists, list_imagenet,
+                          read_exclude_list)
+from .packed import is_packed, list_packed
 
 
 def list_data(cfg):
@@ -20,6 +22,8 @@ def list_data(cfg):
         from .synthetic import synthetic_listings
         return synthetic_listings(cfg.synthetic_train_size, cfg.synthetic_val_size,
                                   cfg.synthetic_classes)
+    if uses_packed(cfg):
+        return _list_packed(cfg)
     dropped = None       # read the exclusion list first: a typo fails before a long listing
     if cfg.on_bad_image == "skip" and cfg.exclude_list:
         dropped = read_exclude_list(cfg.dir, cfg.exclude_list)
@@ -30,6 +34,21 @@ def list_data(cfg):
     if dropped:
         train, val = exclude(train, dropped), exclude(val, dropped)
     return train, val
+
+
+def uses_packed(cfg):
+    """data.format: packed, or auto on a directory that holds a packed set's index.json."""
+    fmt = getattr(cfg, "format", "auto")
+    return fmt == "packed" or (fmt == "auto" and is_packed(cfg.dir))
+
+
+def _list_packed(cfg):
+    _check_data_dir(cfg.dir)
+    if cfg.train_list or cfg.val_list or cfg.exclude_list:
+        raise DataError(f"{cfg.dir} is a packed data set (index.json): data.train_list, "
+                        "data.val_list and data.exclude_list are for image folders; drop them "
+                        "(prepare_imagenet already decoded every image)")
+    return list_packed(cfg.dir)
 
 
 def build_loaders(cfg, train_set, val_set, *, seed, val_batch_size, shard_id=0, num_shards=1,

@@ -18,6 +18,7 @@ The loader never lists a directory or opens a file per sample: ``PackedListing``
 file descriptor per shard it has touched, and reads a sample with one ``os.pread`` at its
 offset. Start-up is reading index.json and two .npy headers, whatever the number of files.
 """
+import io
 import json
 import os
 
@@ -114,6 +115,12 @@ class PackedListing:
                             f"({self.sizes[shard]:,} bytes expected; sample {i} needs bytes "
                             f"{offset:,}..{offset + size:,}): copy it again (python -m "
                             "data.stage) or prepare the set again")
+        return data
+
+    def source(self, i):
+        """What Pillow opens for sample ``i``: its bytes, named for error messages."""
+        data = io.BytesIO(self.read(i))
+        data.name = self.name(i)
         return data
 
     def name(self, i):
