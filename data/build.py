@@ -52,8 +52,11 @@ def _list_packed(cfg):
 
 
 def build_loaders(cfg, train_set, val_set, *, seed, val_batch_size, shard_id=0, num_shards=1,
-                  channel_last=False, half=False, device_id=None, state=None):
+                  channel_last=False, half=False, device_id=None, state=None, ranks_per_node=1):
     """(training loader, validation loader) of rank ``shard_id`` of ``num_shards``.
+
+    With data.shuffle=node the training loader reads the share of node
+    ``shard_id // ranks_per_node`` only (data/node_shuffle.py); validation is global.
 
     ``half`` asks for float16 images (DALI on a GPU only; the CPU graph takes float32).
     ``device_id`` is the rank's GPU (its local rank) when ``cfg.device == "gpu"``.
@@ -70,7 +73,14 @@ def build_loaders(cfg, train_set, val_set, *, seed, val_batch_size, shard_id=0, 
         from .pil_loader import PilTrainLoader as Train, PilValLoader as Val
     else:
         raise ValueError(f"unknown data backend {cfg.backend!r}")
-    train = Train(train_set, cfg.image_size, shard_id=shard_id, num_shards=num_shards,
+    train_shard, train_shards = shard_id, num_shards
+    if getattr(cfg, "shuffle", "global") == "node":
+        from .node_shuffle import node_share
+        node, nodes = divmod(shard_id, ranks_per_node)[0], num_shards // ranks_per_node
+        train_set = node_share(train_set, node, nodes, ranks_per_node)
+        train_shard, train_shards = shard_id % ranks_per_node, ranks_per_node
+        seed = seed * 1000003 + node     # augmentation draws are per node-local sample index
+    train = Train(train_set, cfg.image_size, shard_id=train_shard, num_shards=train_shards,
                   seed=seed, num_threads=cfg.num_threads, min_crop_area=cfg.min_crop_area,
                   state=state, **common)
     val = Val(val_set, cfg.image_size, val_batch_size, shard_id=shard_id, num_shards=num_shards,

@@ -37,7 +37,7 @@ from .augment import crop_boxes, image_size, uniforms, val_geometry
 from .checks import check_bytes, checker_hint
 from .imagefolder import DataError
 from .pil_loader import MEAN, STD
-from .sampler import DeliveredPosition, ShardedStream
+from .sampler import DeliveredPosition, stream_for
 
 
 def _dali():
@@ -193,7 +193,7 @@ class DaliTrainLoader(DeliveredPosition):
         self.build_args = dict(size=image_size, num_threads=max(1, num_threads), device=device,
                                device_id=device_id, channel_last=channel_last, half=half,
                                seed=seed * 1000003 + shard_id)
-        self.stream = ShardedStream(len(listing), shard_id, num_shards, seed)
+        self.stream = stream_for(listing, shard_id, num_shards, seed)
         if state is not None:
             self.stream.load_state(state)
         _dali()   # import now (~2 s, part of setup), and fail before training if it is missing

@@ -18,7 +18,7 @@ from PIL import Image
 from .augment import crop_boxes, uniforms, val_geometry
 from .checks import checker_hint
 from .imagefolder import DataError
-from .sampler import DeliveredPosition, ShardedStream
+from .sampler import DeliveredPosition, stream_for
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -79,7 +79,7 @@ class PilTrainLoader(DeliveredPosition):
         self.size = image_size
         self.min_area = min_crop_area
         self.seed = seed
-        self.stream = ShardedStream(len(listing), shard_id, num_shards, seed)
+        self.stream = stream_for(listing, shard_id, num_shards, seed)
         if state is not None:
             self.stream.load_state(state)
         self.pool = ThreadPoolExecutor(max(1, num_threads))
