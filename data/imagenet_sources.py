@@ -201,7 +201,8 @@ def _devkit_files(path):
                     return (io.BytesIO(tar.extractfile(names["meta.mat"]).read()),
                             tar.extractfile(names[GROUND_TRUTH]).read())
         except (OSError, tarfile.TarError) as e:
-            raise DataError(f"--devkit {path}: cannot read it ({e}): pass the official "
+            why = str(e).splitlines()[0].rstrip(":")
+            raise DataError(f"--devkit {path}: cannot read it ({why}): pass the official "
                             "ILSVRC2012_devkit_t12.tar.gz") from None
     raise DataError(f"--devkit {path} holds no data/meta.mat and data/{GROUND_TRUTH}: pass the "
                     "official ILSVRC2012_devkit_t12.tar.gz (or --val-labels LOC_val_solution.csv)")
