@@ -89,6 +89,41 @@ def _members(tar, path, what):
                         "with --verify-md5)") from None
 
 
+class _Unusual(Exception):
+    """A header the fast walk does not read (long names, pax, links): tarfile reads it."""
+
+
+def _plain_members(fd, base, length):
+    """(name, data offset, size) of each regular file in the tar at ``base`` of ``fd``, read
+    straight from the ustar headers (one 512-byte pread each; tarfile costs ~10x more per
+    member, which matters for 1.28 M of them)."""
+    pos, end, found = base, base + length, []
+    while pos + 512 <= end:
+        header = os.pread(fd, 512, pos)
+        if len(header) < 512 or header == bytes(512):
+            break
+        if header[156:157] not in (b"0", b"\0", b"5") or header[257:262] != b"ustar":
+            raise _Unusual()
+        size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        name = header[:100].split(b"\0", 1)[0]
+        prefix = header[345:500].split(b"\0", 1)[0]
+        if header[156:157] != b"5":
+            found.append(((prefix + b"/" + name if prefix else name).decode(), pos + 512, size))
+        pos += 512 + -(-size // 512) * 512
+    return found
+
+
+def _class_members(raw, fd, info, path):
+    """(file name, offset, size) of the images in one nWNID.tar member."""
+    try:
+        return [(os.path.basename(n), o, s) for n, o, s in
+                _plain_members(fd, info.offset_data, info.size)]
+    except (_Unusual, ValueError, UnicodeDecodeError):
+        inner = tarfile.open(fileobj=_Window(raw, info.offset_data, info.size), mode="r:")
+        return [(os.path.basename(m.name), m.offset_data, m.size)
+                for m in _members(inner, f"{path}:{info.name}", "class tar")]
+
+
 def _sorted_plan(sources, rows, classes):
     """rows: (wnid, name, source, offset, size) -> Plan in (label, name) order."""
     label_of = {w: k for k, w in enumerate(classes)}
@@ -116,10 +151,8 @@ def train_plan(path, progress=None):
                                    "; pass ILSVRC2012_img_train.tar, or an ImageNet folder "
                                    "with --from-folder"))
             wnid = m.group(1)
-            inner = tarfile.open(fileobj=_Window(raw, info.offset_data, info.size), mode="r:")
-            for image in _members(inner, f"{path}:{info.name}", "class tar"):
-                rows.append((wnid, os.path.basename(image.name), 0, image.offset_data,
-                             image.size))
+            rows += [(wnid, name, 0, offset, size) for name, offset, size in
+                     _class_members(raw, raw.fileno(), info, path)]
             if progress:
                 progress(1)
     if not rows:

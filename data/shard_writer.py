@@ -6,12 +6,10 @@ the index and for data/stage.py's checks. The file appears under its name only w
 (written to ``NAME.tmp``, flushed to disk, renamed).
 """
 import hashlib
-import io
 import os
 import tarfile
 
-from PIL import Image
-
+from .augment import jpeg_frame
 from .checks import check_bytes
 
 BLOCK, RECORD = 512, 10240
@@ -51,9 +49,7 @@ class _Out:
 
     def member(self, name, data):
         """Write one member; returns the offset of its data."""
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), MTIME, 0o644
-        self.write(info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict"))
+        self.write(ustar_header(name, len(data)))
         start = self.pos
         self.write(data)
         self.write(b"\0" * (-len(data) % BLOCK))
@@ -64,11 +60,28 @@ def kind_of(data):
     """(extension, note) of encoded bytes: note is 'png' for a PNG, 'cmyk' for a CMYK JPEG."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return "png", "png"
-    try:
-        with Image.open(io.BytesIO(data)) as img:      # header only: cheap
-            return "jpg", "cmyk" if img.mode == "CMYK" else None
-    except Exception:     # undecodable: check_bytes says why
-        return "jpg", None
+    frame = jpeg_frame(data)
+    return "jpg", "cmyk" if frame is not None and frame[2] == 4 else None
+
+
+def ustar_header(name, size):
+    """A ustar header block for a regular file (tarfile.TarInfo.tobuf for long names)."""
+    raw = name.encode()
+    if len(raw) >= 100:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, MTIME, 0o644
+        return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+    block = bytearray(BLOCK)
+    block[0:len(raw)] = raw
+    block[100:108] = b"0000644\0"
+    block[108:116] = block[116:124] = b"0000000\0"
+    block[124:136] = b"%011o\0" % size
+    block[136:148] = b"%011o\0" % MTIME
+    block[148:156] = b" " * 8
+    block[156:157] = b"0"
+    block[257:265] = b"ustar\x0000"
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
 
 
 def write_shard(path, plan, members):
