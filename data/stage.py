@@ -50,10 +50,19 @@ class MpiExchange:
         return self.comm.allgather(obj)
 
     def all_gather_bytes(self, payload, counts):
-        out = bytearray(sum(counts))
-        displs = [sum(counts[:k]) for k in range(len(counts))]
-        self.comm.Allgatherv([payload, len(payload), self.MPI.BYTE],
-                             [out, (counts, displs), self.MPI.BYTE])
+        """Every node's block, in node order: a ring of Sendrecv (n - 1 steps, each node
+        sends and receives one block per step on all its rails). Measured across 4 emulated
+        nodes x 2 rails: 41 MB/s received per node against 24 with MPI_Allgather, whose
+        algorithm there is not a bandwidth-optimal ring (docs/data.md)."""
+        n, r = self.size, self.rank
+        starts = [sum(counts[:k]) for k in range(n + 1)]
+        out = bytearray(starts[-1])
+        view = memoryview(out)
+        view[starts[r]:starts[r + 1]] = payload
+        block = lambda k: [view[starts[k]:starts[k + 1]], self.MPI.BYTE]   # noqa: E731
+        for step in range(n - 1):
+            self.comm.Sendrecv(block((r - step) % n), (r + 1) % n, 0,
+                               block((r - step - 1) % n), (r - 1) % n, 0)
         return out
 
     def abort(self):

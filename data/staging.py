@@ -238,24 +238,41 @@ class Stager:
         return pieces, payload
 
     def broadcast_rounds(self, queue, wanted, by_name):
+        """Rounds of all-gathered chunks. The next chunk is read from the source and the last
+        round's chunks are hashed and written on two threads while the network carries the
+        current round (hashlib, file I/O and mpi4py's blocking calls release the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
         incoming, state = {}, {}
-        while True:
-            pieces, payload = self._next_pieces(queue, state)
-            metas = self.x.gather_all(pieces)
-            counts = [sum(p[2] for p in m) for m in metas]
-            if not any(counts):
-                return
-            received = memoryview(self.x.all_gather_bytes(payload, counts))
-            start = 0
-            for meta in metas:
-                for name, offset, length in meta:
-                    if name in wanted:
-                        if name not in incoming:
-                            incoming[name] = _Incoming(self.dst, by_name[name])
-                        if incoming[name].write(offset, received[start:start + length]):
-                            self.written_bytes += by_name[name].size
-                            self.copied += 1
-                    start += length
+        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+            ahead = reader.submit(self._next_pieces, queue, state)
+            written = None
+            while True:
+                pieces, payload = ahead.result()
+                ahead = reader.submit(self._next_pieces, queue, state)
+                metas = self.x.gather_all(pieces)
+                counts = [sum(p[2] for p in m) for m in metas]
+                if not any(counts):
+                    break
+                received = memoryview(self.x.all_gather_bytes(payload, counts))
+                if written is not None:
+                    written.result()              # a bad copy surfaces here
+                written = writer.submit(self._write_round, metas, received, wanted, by_name,
+                                        incoming)
+            if written is not None:
+                written.result()
+            ahead.result()
+
+    def _write_round(self, metas, received, wanted, by_name, incoming):
+        start = 0
+        for meta in metas:
+            for name, offset, length in meta:
+                if name in wanted:
+                    if name not in incoming:
+                        incoming[name] = _Incoming(self.dst, by_name[name])
+                    if incoming[name].write(offset, received[start:start + length]):
+                        self.written_bytes += by_name[name].size
+                        self.copied += 1
+                start += length
 
     def run(self, node=None, nodes=None):
         start = time.perf_counter()
