@@ -9,15 +9,13 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 from conftest import PYTHON, REPO
 from data import official_archives as oa
 from test_jobs import option, render_ok, try_out
-from test_minicluster import NOTHING, fresh_name, leftovers, root_links
-from tools import minicluster
+from test_minicluster import cluster_for_tests, fresh_name
 from tools.minicluster import network
 
 pytestmark = [pytest.mark.procs, pytest.mark.root]
@@ -40,25 +38,13 @@ def packed(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    name = fresh_name()
-    why = network.cannot_run_here(name)
+    why = network.cannot_run_here(fresh_name())
     if why:
         pytest.skip(f"emulated cluster: {why}")
-    root = str(tmp_path_factory.mktemp("minicluster"))
-    before = root_links()
-    try:
-        c = minicluster.Cluster.up(NODES, 2, "200mbit", name=name, root=root)
-        c.cli_env = dict(os.environ, MINICLUSTER_NAME=name, MINICLUSTER_STATE_DIR=root,
-                         PYTHONPATH=REPO)
+    for c in cluster_for_tests(tmp_path_factory, nodes=NODES, rails=2):
+        root = os.path.dirname(c.state_dir)
         yield c
-    finally:
-        removed, problems = minicluster.down(name, root)
-        assert problems == []
-        left = leftovers(name, root, before)
-        for pid in left["processes"]:
-            os.kill(pid, 9)
-        assert left == NOTHING, f"the cluster left {left}"
-        assert not mounts_under(root), "a node's local-dir mount outlived the cluster"
+    assert not mounts_under(root), "a node's local-dir mount outlived the cluster"
 
 
 def mounts_under(path):
