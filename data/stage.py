@@ -122,6 +122,8 @@ def main(argv=None):
             status = 1
         except (DataError, OSError) as e:     # this node only: the others wait in a collective
             print(f"stage: error: node {x.rank}: {e}", file=sys.stderr, flush=True)
+            if x.world.size == 1:
+                return 1
             x.abort()
     x.world.Barrier()
     return status

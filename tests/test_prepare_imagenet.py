@@ -286,3 +286,26 @@ def test_a_truncated_shard_is_one_line(packed, tmp_path):
     with pytest.raises(DataError, match="is truncated"):
         for _ in range(len(train)):
             loader.next_batch(4)
+
+
+def test_a_folder_packs_to_the_same_samples_as_the_tars(packed, folder, tmp_path):
+    r = prepare("--from-folder", folder, "--out", str(tmp_path / "f"), "--allow-partial",
+                "--shard-size", "0.02", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    for a, b in zip(list_packed(packed[0]), list_packed(str(tmp_path / "f"))):
+        assert a.classes == b.classes and np.array_equal(a.labels, b.labels)
+        assert [a.read(i) for i in range(len(a))] == [b.read(i) for i in range(len(b))]
+
+
+def test_staging_a_truncated_source_shard_is_one_line(packed, tmp_path):
+    import shutil
+    src = tmp_path / "src"
+    shutil.copytree(packed[0], src)
+    shard = sorted(src.glob("train-*.tar"))[0]
+    with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) // 2)
+    r = subprocess.run([PYTHON, "-m", "data.stage", str(src), str(tmp_path / "dst")], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    one_line_error(r, shard.name, "the source is truncated; prepare the set again")
+    assert not (tmp_path / "dst" / shard.name).exists()
+    assert not (tmp_path / "dst" / "index.json").exists()
