@@ -309,3 +309,13 @@ def test_staging_a_truncated_source_shard_is_one_line(packed, tmp_path):
     one_line_error(r, shard.name, "the source is truncated; prepare the set again")
     assert not (tmp_path / "dst" / shard.name).exists()
     assert not (tmp_path / "dst" / "index.json").exists()
+
+
+def test_the_dry_run_states_the_node_shuffle_trade_off(packed):
+    from conftest import run_trainer
+    r = run_trainer("--config", "configs/cpu_demo.yaml", "--data-dir", packed[0], "--dry-run",
+                    "--world-size", "4", "--local-size", "2", "--set", "data.shuffle=node")
+    assert r.returncode == 0, r.stderr
+    assert "shuffle    node: each node reads only its 1/2 of the training shards" in r.stdout
+    assert "instead of one global permutation" in r.stdout
+    assert "format     packed:" in r.stdout

@@ -8,6 +8,7 @@ cluster's fixture removes everything also when a test fails, and checks that not
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -133,9 +134,10 @@ def test_node_shuffle_stages_each_nodes_share_only(cluster, packed):
         small_bytes(packed)
 
 
-def test_a_rendered_job_stages_and_trains_across_the_nodes(cluster, packed, tmp_path):
+@pytest.mark.parametrize("shuffle", ["global", "node"])
+def test_a_rendered_job_stages_and_trains_across_the_nodes(cluster, packed, tmp_path, shuffle):
     script, _ = render_ok(tmp_path, "--system", "abci2", "--nodes", "2", "--walltime",
-                          "1:00:00", "--group", "g")
+                          "1:00:00", "--group", "g", "--set", f"data.shuffle={shuffle}")
     out = tmp_path / "tryout"
     r, calls = try_out(script, "--cluster", "--gpus-per-node", "2", "--data-dir", packed,
                        "--out", str(out), env=cluster.cli_env)
@@ -143,14 +145,18 @@ def test_a_rendered_job_stages_and_trains_across_the_nodes(cluster, packed, tmp_
     (staging,) = [c for c in calls if "data.stage" in c]
     (training,) = [c for c in calls if "data.stage" not in c]
     staged = os.path.join(cluster.local_dir, "imagenet")
-    assert staging[-5:] == ["data.stage", packed, staged, "--shuffle", "global"]
+    assert staging[-5:] == ["data.stage", packed, staged, "--shuffle", shuffle]
     assert option(staging, "--map-by") == "ppr:1:node" and option(training, "--data-dir") == staged
     start = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert start["config"]["data"]["dir"] == staged and start["world_size"] == 4
+    assert start["config"]["data"]["shuffle"] == shuffle
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
-    for i in (1, 2):
-        assert os.path.isfile(os.path.join(cluster.node_dir(cluster.layout.node(i)), "imagenet",
-                                           "index.json"))
+    train = manifest_of(packed)["splits"]["train"]["shards"]
+    for i in (0, 1):
+        copy = os.path.join(cluster.node_dir(cluster.layout.node(i + 1)), "imagenet")
+        held = sorted(f for f in os.listdir(copy) if f.startswith("train-"))
+        assert held == [s["name"] for s in (train if shuffle == "global" else train[i::2])]
+        shutil.rmtree(copy)                 # the next job of this test stages afresh
 
 
 def test_no_space_on_dst_is_one_line_before_copying(packed, tmp_path):
