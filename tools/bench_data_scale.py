@@ -31,6 +31,13 @@ PYTHON = sys.executable
 RATE_MBIT, NODES, RAILS = 200, 4, 2
 
 
+def cpu_seconds():
+    """User + system time of the waited-for children (and theirs) so far."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(argv, **kw):
     """(seconds, peak RSS MB of the child, CompletedProcess)."""
     start = time.perf_counter()
@@ -71,32 +78,35 @@ def full_size_decode_seconds():
     buf = io.BytesIO()
     Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
     data = buf.getvalue()
-    start, n = time.perf_counter(), 50
+    start, n = time.process_time(), 50
     for _ in range(n):
         assert check_bytes(data) is None
-    return (time.perf_counter() - start) / n, len(data)
+    return (time.process_time() - start) / n, len(data)
 
 
 def prepare(a, official):
     out = os.path.join(a.dir, "packed")
     shutil.rmtree(out, ignore_errors=True)
+    cpu_before = cpu_seconds()
     seconds, rss, r = run([PYTHON, "-m", "data.prepare_imagenet", "--no-progress",
                            "--train-tar", f"{official}/ILSVRC2012_img_train.tar",
                            "--val-tar", f"{official}/ILSVRC2012_img_val.tar",
                            "--devkit", f"{official}/ILSVRC2012_devkit_t12.tar.gz",
                            "--out", out, "--workers", str(a.workers)]
                           + (["--allow-partial"] if a.small else []))
+    cpu = cpu_seconds() - cpu_before
     manifest = json.load(open(os.path.join(out, "index.json")))
     images = sum(manifest["counts"][k] for k in ("train", "val"))
     shard_bytes = sum(s["size"] for sp in manifest["splits"].values() for s in sp["shards"])
     decode_s, decode_bytes = full_size_decode_seconds()
-    per_core = images / seconds / a.workers
     real_images, real_bytes, cores = 1331167, 147e9, 32
-    # per image on one core: what the tiny set cost + decoding a real-size image instead
-    per_image_s = 1 / per_core + decode_s
+    # CPU per image: what the tiny set cost (busy cores, so other jobs on the machine do not
+    # count) plus decoding a real-size image instead of a tiny one
+    per_image_s = cpu / images + decode_s
     emit({"step": "prepare", "workers": a.workers, "seconds": round(seconds, 1),
-          "images": images, "shard_bytes": shard_bytes,
-          "images_per_s_per_core": round(per_core), "peak_rss_mb": rss,
+          "images": images, "shard_bytes": shard_bytes, "cpu_seconds": round(cpu, 1),
+          "images_per_s_per_core_wall": round(images / seconds / a.workers),
+          "images_per_cpu_second": round(images / cpu), "peak_rss_mb": rss,
           "full_size_decode_ms": round(decode_s * 1e3, 2), "full_size_jpeg_bytes": decode_bytes,
           "predicted_real_seconds_32_cores_cpu": round(real_images * per_image_s / cores),
           "predicted_real_read_seconds_at_1GBps": round(real_bytes / 1e9)})
@@ -104,8 +114,10 @@ def prepare(a, official):
 
 
 def dry_run(a, data_dir, label):
+    """The trainer's dry run (builds the full-size graph; no data dir: the data's share)."""
+    data = ["--data-dir", data_dir] if data_dir else []
     seconds, rss, r = run([PYTHON, "train_resnet50.py", "--config",
-                           "configs/resnet50_imagenet.yaml", "--data-dir", data_dir, "--dry-run"])
+                           "configs/resnet50_imagenet.yaml", *data, "--dry-run"])
     line = next((l for l in r.stdout.splitlines() if l.startswith("data ")), "")
     return emit({"step": f"dryrun_{label}", "seconds": round(seconds, 2), "peak_rss_mb": rss,
                  "data_line": line.strip()})
@@ -197,6 +209,7 @@ def main(argv=None):
     official = generate(a) if {"generate", "prepare"} & set(steps) else None
     packed = prepare(a, official) if "prepare" in steps else os.path.join(a.dir, "packed")
     if "dryrun" in steps:
+        dry_run(a, None, "without_data")
         dry_run(a, packed, "packed")
         if a.folder:
             folder = os.path.join(a.dir, "folder")
