@@ -263,21 +263,23 @@ def finish(a, plans_by_split, shards, records, classes, names, counts, seconds):
 
 
 def progress_factory(enabled):
+    """tqdm bars on stderr (updated every second on a terminal, every 30 s into a log)."""
     from contextlib import nullcontext
     from types import SimpleNamespace
+    interval = 1 if sys.stderr.isatty() else 30
 
     def make(total, desc, unit):
         if not enabled:
             return nullcontext(SimpleNamespace(update=lambda n=1: None))
         from tqdm import tqdm
-        return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "B", mininterval=1,
-                    file=sys.stderr)
+        return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "B",
+                    mininterval=interval, file=sys.stderr)
     return make
 
 
 def run(a):
     start = time.perf_counter()
-    progress = progress_factory(not a.no_progress and sys.stderr.isatty())
+    progress = progress_factory(not a.no_progress)
     if a.verify_md5 and not a.from_folder:
         verify_md5([a.train_tar, a.val_tar] + ([a.devkit] if a.devkit else []), progress)
     train, val, classes, names = plans(a, progress)
