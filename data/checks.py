@@ -41,12 +41,3 @@ def check_image(path):
 def check_bytes(data):
     """``check_image`` for encoded bytes in memory (a tar member, a packed shard's slice)."""
     return "empty file" if not data else check_image(io.BytesIO(data))
-
-
-def first_bad(paths):
-    """``(path, reason)`` of the first unusable file in ``paths``, or ``None``."""
-    for path in paths:
-        reason = check_image(path)
-        if reason is not None:
-            return path, reason
-    return None
