@@ -13,13 +13,15 @@ BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 # --bind-to none: a rank's decoding threads may use any core, not the one it was bound to
 MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
-.PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test bench bench-comm \
+.PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test test-other-python \
+	bench bench-comm \
 	bench-data clean help simulate sim-calibrate gpu-selfcheck experiment-batch-control \
 	cluster-up cluster-down cluster-train cluster-bench bench-data-scale
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
 	@echo "make test      set up and run the test suite"
+	@echo "make test-other-python VENV=.venv39 PYTHON=.../python3.9  CI's subset on another Python"
 	@echo "make report    tables, plots and report.md of the run in $(OUT), into $(OUT)/report"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
 	@echo "make dry-run-paper  print the 34K -> 68K schedule of configs/paper_224s.yaml on 2,176 GPUs"
@@ -28,7 +30,7 @@ help:
 	@echo "make bench-data  images/s of the DALI and Pillow loaders, data wait in training"
 	@echo "make bench-data-scale  (root) ImageNet's shape: official tars -> packed, dry run, staging on 4 emulated nodes"
 	@echo "make setup     create $(VENV) with Python 3.8-3.10 and pinned dependencies"
-	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png"
+	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png, the MLPerf validation"
 	@echo "make sim-calibrate  fit the model's alpha/beta on this machine's MPI (SIM_JSON=bench lines)"
 	@echo "make bench     run every benchmark (bench-comm, bench-data)"
 	@echo "make gpu-selfcheck  does the GPU path work here? (a verdict per item; without a GPU: REHEARSED on CPU ranks)"
@@ -72,6 +74,14 @@ experiment-batch-control: toy-data
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+# What CI runs on the other interpreters the setup accepts (3.9: DALI 1.53, 3.8: DALI 1.35),
+# each in its own venv: the DALI and Pillow loaders, a short training run with the trainer's
+# one-line errors, a resume. E.g. make test-other-python VENV=.venv39 PYTHON=/path/to/python3.9
+OTHER_PYTHON_TESTS ?= tests/test_dali_loader.py tests/test_pil_loader.py tests/test_trainer.py \
+	tests/test_resume.py::test_sigkill_mid_epoch_then_resume_ends_bitwise_identical
+test-other-python: setup
+	$(PY) -m pytest $(OTHER_PYTHON_TESTS) $(PYTEST_ARGS)
+
 bench: bench-comm bench-data
 
 # ImageNet's shape end to end (docs/data.md "At ImageNet's scale"): generates the official
@@ -93,6 +103,7 @@ simulate: setup
 	$(PY) -m tools.simulate paper
 	$(PY) -m tools.simulate table
 	$(PY) -m tools.simulate plot --out docs/scale_model.png
+	$(PY) -m tools.simulate validate --plot docs/scale_model_validation.png
 
 sim-calibrate: setup
 	@mkdir -p $(dir $(SIM_JSON))

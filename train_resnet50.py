@@ -35,7 +35,8 @@ from schedules.batch import ScheduleError  # noqa: E402
 from schedules.schedule import TrainingSchedule  # noqa: E402
 from training import loss_scaling, run_state  # noqa: E402
 from training.config import ConfigError, dump_yaml, load_config, to_dict  # noqa: E402
-from training.device import Exchange, backward, check_gpu_stack, contexts  # noqa: E402
+from training.device import (Exchange, LossSum, backward, check_gpu_stack,  # noqa: E402
+                             contexts)
 from training.dry_run import (IMAGENET_TRAIN_IMAGES, preset_for, print_gpu_plan,  # noqa: E402
                               print_plan, print_predictions)
 from training.evaluate import average_bn_statistics, evaluate  # noqa: E402
@@ -268,8 +269,10 @@ def main(argv=None):
     optimizer = Optimizer(params, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.optimizer,
                           cfg.optim.lars_coefficient, cfg.optim.lars_eps, float_ctx)
     all_params = {**params, **statistics}
-    exchange = Exchange(comm, params, cfg.comm.backward_callback)
+    exchange = Exchange(comm, params, cfg.comm.backward_callback, float_ctx)
     half = cfg.type_config == "half"
+    loss_sum = LossSum(float_ctx)
+    probe = optimizer.grads_probe(float_ctx) if half else None
     scale = loss_scaling.LossScale(cfg.loss_scale.initial) if half else None
 
     # --- start fresh, or continue exactly where the checkpoint left off -------------------
@@ -358,7 +361,7 @@ def main(argv=None):
 
         # One update = `accumulation` forward/backward passes; gradients add up in place.
         optimizer.zero_grad()
-        local_loss = 0.0
+        loss_sum.reset()
         overlap = exchange.backward_callback(stage.accumulation)   # native NCCL only
         for _ in range(stage.accumulation):
             with meters.timing("data"):
@@ -373,14 +376,19 @@ def main(argv=None):
                     fail(str(e), comm)
             train_net.loss.forward(clear_no_need_grad=True)
             backward(train_net.loss, scale.scale if half else 1.0, overlap)
-            local_loss += float(train_net.loss.d) / stage.accumulation
+            loss_sum.add(train_net.loss)       # on the device: no host read per micro-batch
 
-        # The gradients' all-reduce, then one small full-precision one for every rank's loss
-        # and any stop request, so all ranks see the same mean loss and stop after the same
-        # step (a loss in float16 could round, or overflow into a false divergence).
+        # The gradients' all-reduce, then the update's one host read (the loss, and in half
+        # whether every reduced gradient is finite), then one small full-precision exchange
+        # of every rank's loss and any stop request, so all ranks see the same mean loss and
+        # stop after the same step (a loss in float16 could round, or overflow into a false
+        # divergence). In float a non-finite gradient shows in the loss (the next one at
+        # the latest), so only half checks the gradients, where overflow is routine.
         with meters.timing("allreduce"):
-            loss, stop_now = exchange(local_loss, stop.requested, grads_done=overlap is not None)
-        finite = math.isfinite(loss) and optimizer.grads_finite()
+            loss, stop_now, grads_ok = exchange(loss_sum.total, stop.requested,
+                                                grads_done=overlap is not None, probe=probe)
+        loss /= stage.accumulation
+        finite = math.isfinite(loss) and grads_ok
         if half:     # FP16: an overflow skips the update and lowers the scale
             grad_scale = scale.scale
             scale, apply = loss_scaling.update(scale, not finite,
@@ -425,7 +433,8 @@ def main(argv=None):
             with meters.timing("eval"):
                 average_bn_statistics(comm, exchange.arrays(statistics.values(), grad=False))
                 try:
-                    top1, top5, val_loss = evaluate(val_net, val_loader, comm)
+                    top1, top5, val_loss = evaluate(val_net, val_loader, comm,
+                                                    ctx if cfg.data.device == "gpu" else None)
                 except DataError as e:
                     fail(str(e), comm)
             log.write("eval", epoch=epoch_now, step=step, elapsed_s=meters.elapsed(),

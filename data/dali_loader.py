@@ -25,8 +25,11 @@ times per run).
 batch straight into nnabla arrays (``next_batch_into``, as nnabla-ext-cuda's DALI iterator
 does). That path is written against the documented APIs and NOT verified: no GPU here.
 """
+import contextlib
 import ctypes
+import functools
 import os
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -40,14 +43,44 @@ from .pil_loader import MEAN, STD
 from .sampler import DeliveredPosition, stream_for
 
 
+@contextlib.contextmanager
+def _without_python_support_notice():
+    """Drop DALI's "DALI 1.53 is the last release to support Python 3.9" warning (the pin is
+    deliberate) so it never lands amid the trainer's lines; other warnings pass. A warnings
+    filter cannot do it: DALI emits it under its own ``simplefilter("default")``."""
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def showwarning(message, *args, **kwargs):
+            if "is the last release to support Python" not in str(message):
+                show(message, *args, **kwargs)
+        warnings.showwarning = showwarning
+        yield
+
+
 def _dali():
     try:
-        from nvidia import dali
-        from nvidia.dali import fn, types
+        with _without_python_support_notice():
+            from nvidia import dali
+            from nvidia.dali import fn, types
     except ImportError:
         raise DataError("data.backend=dali needs NVIDIA DALI (nvidia-dali-cuda120 in "
                         "requirements.txt): run `make setup`, or --set data.backend=pil") from None
     return dali, fn, types
+
+
+@functools.lru_cache(maxsize=None)
+def _decoder_args(operator):
+    """Keyword arguments for a DALI decoder (schema name, e.g. ``decoders__ImageSlice``) so
+    every pinned DALI decodes the stored pixel grid, as Pillow does: DALI 2.x decoders apply
+    EXIF orientation unless told ``adjust_orientation=False``; the 1.x decoders of the
+    3.9/3.8 pins (1.53.0, 1.35.0) lack the argument and never rotate. Read once from the
+    installed DALI's operator schema; tests/test_dali_loader.py checks the result on each."""
+    _dali()
+    from nvidia.dali import backend
+    if backend.GetSchema(operator).HasArgument("adjust_orientation"):
+        return {"adjust_orientation": False}
+    return {}
 
 
 def _normalize(fn, types, images, size, channel_last, half, mirror=None):
@@ -80,7 +113,7 @@ def train_pipeline(max_batch_size, size, num_threads, device="cpu", device_id=No
         mirror = fn.external_source(name="mirror", dtype=types.INT32, ndim=0)
         images = fn.decoders.image_slice(encoded, anchor, shape, device=decode_device,
                                          axis_names="WH", output_type=types.RGB,
-                                         adjust_orientation=False)
+                                         **_decoder_args("decoders__ImageSlice"))
         images = fn.resize(images, size=[size, size], interp_type=types.INTERP_LINEAR,
                            antialias=True)
         return _normalize(fn, types, images, size, channel_last, half, mirror)
@@ -101,7 +134,7 @@ def val_pipeline(max_batch_size, size, num_threads, device="cpu", device_id=None
         resize_h = fn.external_source(name="resize_h", dtype=types.FLOAT, ndim=0)
         corner = fn.external_source(name="corner", dtype=types.INT32, ndim=1)
         images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB,
-                                   adjust_orientation=False)
+                                   **_decoder_args("decoders__Image"))
         images = fn.resize(images, resize_x=resize_w, resize_y=resize_h,
                            interp_type=types.INTERP_LINEAR, antialias=True)
         images = fn.slice(images, corner, np.array([size, size], np.int32), axis_names="WH",
@@ -163,16 +196,26 @@ def to_numpy(tensor_list):
     return tensor_list.as_array()
 
 
-def copy_into(tensor_list, ndarray, ctx):
+def copy_into(tensor_list, ndarray, ctx, rows=None):
     """Copy a DALI batch into an nnabla ``NdArray`` on ``ctx`` (CPU or GPU) with no extra
     host copy: nnabla hands out its buffer (``data_ptr``, write-only: old contents are not
-    synchronised) and DALI writes into it, as nnabla-ext-cuda's ``DaliIterator`` does."""
-    if tuple(ndarray.shape) != tuple(tensor_list.as_tensor().shape()):
+    synchronised) and DALI writes into it, as nnabla-ext-cuda's ``DaliIterator`` does.
+    ``rows``: a batch of that many samples fills the array's first rows (then the array is
+    made current without write_only, so the other rows keep their contents)."""
+    want = (rows or ndarray.shape[0],) + tuple(ndarray.shape[1:])
+    if want != tuple(tensor_list.as_tensor().shape()):
         raise ValueError(f"batch shape {tensor_list.as_tensor().shape()} does not match the "
-                         f"input array {tuple(ndarray.shape)}")
+                         f"input array {want}")
     dtype = np.float16 if "16" in str(tensor_list.dtype) else np.float32
-    pointer = ndarray.data_ptr(dtype, ctx, write_only=True)
-    tensor_list.copy_to_external(ctypes.c_void_p(pointer))
+    partial = rows is not None and rows < ndarray.shape[0]
+    pointer = ndarray.data_ptr(dtype, ctx, write_only=not partial)
+    if type(tensor_list).__name__ == "TensorListGPU":
+        # on nnabla's stream (the legacy default stream, 0): after the kernels still reading
+        # the previous batch, not on DALI's own stream with only a host wait (dali
+        # tensors.pyi copy_to_external(ptr, cuda_stream, non_blocking))
+        tensor_list.copy_to_external(ctypes.c_void_p(pointer), cuda_stream=0)
+    else:
+        tensor_list.copy_to_external(ctypes.c_void_p(pointer))
 
 
 class DaliTrainLoader(DeliveredPosition):
@@ -273,7 +316,9 @@ class DaliTrainLoader(DeliveredPosition):
         label.cast(np.int32)[...] = labels
 
     def close(self):
-        self.reader.shutdown(wait=True, cancel_futures=True)
+        for job in self.pending:    # (shutdown's cancel_futures needs Python 3.9)
+            job.read.cancel()
+        self.reader.shutdown(wait=True)
         self.pending.clear()
         self.pipe = None    # DALI frees its threads and buffers with the pipeline
 
@@ -310,7 +355,8 @@ class DaliValLoader:
         self.pipe.schedule_run()
         return chunk, paths
 
-    def __iter__(self):
+    def _batches(self):
+        """(DALI batch, its sample indices), in order; DALI decodes ``prefetch`` ahead."""
         if self.pipe is None:
             self.pipe = val_pipeline(self.batch_size, **self.build_args)
             self.pipe.build()
@@ -322,13 +368,28 @@ class DaliValLoader:
                 while chunks and len(pending) < self.prefetch:
                     pending.append(self._submit(chunks.popleft()))
                 chunk, paths = pending.popleft()
-                images = to_numpy(self.feeder.outputs(self.pipe, paths))
-                labels, valid = self.listing.labels[chunk], len(chunk)
-                if valid < self.batch_size:      # fixed graph shape: pad with the last row
-                    pad = self.batch_size - valid
-                    images = np.concatenate([images, np.repeat(images[-1:], pad, 0)])
-                    labels = np.concatenate([labels, np.repeat(labels[-1:], pad)])
-                yield images, labels.reshape(-1, 1), valid
+                yield self.feeder.outputs(self.pipe, paths), chunk
         finally:
             for _, paths in pending:      # an abandoned pass must not leave stale outputs
                 self.feeder.outputs(self.pipe, paths)
+
+    def __iter__(self):
+        for out, chunk in self._batches():
+            images = to_numpy(out)
+            labels, valid = self.listing.labels[chunk], len(chunk)
+            if valid < self.batch_size:      # fixed graph shape: pad with the last row
+                pad = self.batch_size - valid
+                images = np.concatenate([images, np.repeat(images[-1:], pad, 0)])
+                labels = np.concatenate([labels, np.repeat(labels[-1:], pad)])
+            yield images, labels.reshape(-1, 1), valid
+
+    def batches_into(self, image, ctx):
+        """As iterating, but each batch is written into the nnabla array ``image`` (the
+        graph's input, on ``ctx``) where DALI made it, never through the host; yields
+        (labels, valid). A short last batch fills the first rows; the rest keep the
+        previous batch's images, which never count (rows are independent in evaluation)."""
+        for out, chunk in self._batches():
+            copy_into(out, image, ctx, rows=len(chunk))
+            labels = self.listing.labels[chunk]
+            pad = self.batch_size - len(chunk)
+            yield np.concatenate([labels, np.repeat(labels[-1:], pad)]).reshape(-1, 1), len(chunk)

@@ -112,7 +112,10 @@ class PilTrainLoader(DeliveredPosition):
         return images, job[3]
 
     def close(self):
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self._pending is not None:   # (shutdown's cancel_futures needs Python 3.9)
+            for f in self._pending[2]:
+                f.cancel()
+        self.pool.shutdown(wait=False)
 
 
 class PilValLoader:

@@ -241,6 +241,26 @@ def test_ranks_are_on_their_nodes_and_every_algorithm_is_exact_across_them(clust
     assert sent["rail0"] > total and sent["rail1"] < total / 100, sent
 
 
+@pytest.mark.procs
+@pytest.mark.root
+def test_nccl_auto_grid_finds_the_nodes_when_mpirun_interleaves_the_ranks(cluster):
+    """--map-by node: rank r on node r % 4, so consecutive ranks are on different nodes; comm's
+    NCCL backend (over the double) must still make one row per node, as the MPI backend does,
+    and agree with nnabla's local_rank (the GPU each rank takes)."""
+    r = cli(cluster, "mpirun", "--", "-np", str(NODES * G), "--hostfile",
+            cluster.hostfile(G), "--map-by", "node", sys.executable,
+            os.path.join(WORKERS, "nccl_auto_grid.py"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    res = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+    hosts = res["hosts"]
+    assert hosts[0] != hosts[1] and hosts[0] == hosts[NODES]          # interleaved
+    assert res["grid"] == [G, NODES] and res["sum_ok"] is True
+    for row in res["rows"]:                                            # a row is a node
+        assert len({hosts[rank] for rank in row}) == 1
+        assert [res["local_ranks"][rank] for rank in row] == list(range(G))
+    assert len({hosts[row[0]] for row in res["rows"]}) == NODES
+
+
 def test_killing_mpirun_ends_every_daemon_and_rank_even_on_a_cut_off_node(cluster):
     """No stray ranks when a job is killed without warning. The connected nodes' daemons see
     mpirun's sockets close; a node cut off sees nothing, and its daemon (PID 1 of its own PID

@@ -291,7 +291,8 @@ def test_cli_entry_point_error_is_one_line_and_nonzero():
     r = run_cli("table", "--preset", "nope")
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [
-        "error: unknown preset 'nope'; known presets: abci2-v100, abci3-h200"]
+        "error: unknown preset 'nope'; known presets: abci2-v100, abci3-h200, dgx1-v100, "
+        "dgx2h-v100, dgxa100-40g, dgxa100-80g, dgxh100"]
 
 
 @pytest.mark.parametrize("args,message", [

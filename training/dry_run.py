@@ -143,6 +143,7 @@ def print_predictions(cfg, schedule, world_size, local_size, preset, gradient_ar
     """Predicted step, all-reduce and time-to-train from the scale model, per stage, then each
     assumption behind them on its own line. ``gradient_arrays``: the model's parameter arrays
     (all_reduce_callback's host checks); ``parameters``: its gradient elements."""
+    from scale_model import calibration
     from scale_model import model as simulate
     from scale_model.presets import PresetError
     grid = None if cfg.comm.grid == "auto" else tuple(map(int, cfg.comm.grid.split("x")))
@@ -181,6 +182,7 @@ def print_predictions(cfg, schedule, world_size, local_size, preset, gradient_ar
         return
     print(f"predicted  time to train {ttt['train_s']:.0f} s over {schedule.plan.epochs:g} epochs "
           f"(evaluation, start-up and data loading not modelled; README, \"Scale model\")")
+    print(f"band       {calibration.error_band()}")
     assumptions.insert(1, f"gradients {8 * bytes_per_param}-bit on the wire ({why_wire}): "
                           f"{bytes_per_param} B x {parameters:,} parameters = "
                           f"{bytes_per_param * parameters / 1e6:.1f} MB as one all-reduce "
