@@ -12,9 +12,9 @@ Writes what image-net.org hands out, in the same layout:
     synsets with children, as the real one has 1,860 rows) and
     ``ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt`` (one ID a line);
   * Kaggle's ``LOC_val_solution.csv`` and ``LOC_synset_mapping.txt`` beside them.
-The ILSVRC2012_IDs are deliberately NOT in sorted-WNID order (as in the real devkit, where ID
-1 is n02119789 but label 0 in sorted order is n01440764), so a tool that uses the IDs as labels
-gets 1/C accuracy. Like the real train tar, one class holds a CMYK JPEG and one a PNG named
+The ILSVRC2012_IDs are deliberately NOT in sorted-WNID order (as in the real devkit, where
+validation image 1 has ID 490 but label 65 in sorted-WNID order), so a tool that uses the IDs
+as labels gets 1/C accuracy. Like the real train tar, one class holds a CMYK JPEG and one a PNG named
 ``.JPEG``. Images are tiny noisy colour fields; at scale only a few distinct encodings per class
 are made and reused under each file name (the byte stream is still a real JPEG per member).
 ``truth()`` returns the generator's own record of every file's WNID for the tests.
