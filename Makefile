@@ -14,8 +14,8 @@ BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
 .PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test test-fast golden-update \
-	test-other-python bench bench-comm bench-data clean help simulate sim-calibrate gpu-selfcheck \
-	experiment-batch-control cluster-up cluster-down cluster-train cluster-bench
+	test-other-python bench bench-comm bench-data bench-data-scale clean help simulate sim-calibrate \
+	gpu-selfcheck experiment-batch-control cluster-up cluster-down cluster-train cluster-bench
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
@@ -29,6 +29,7 @@ help:
 	@echo "make dry-run-lars   the LARS recipes from MLPerf's convergence points on 2,176 GPUs"
 	@echo "make experiment-batch-control  the paper's claim on the toy set: 3 arms x 3 seeds (~20 min)"
 	@echo "make bench-data  images/s of the DALI and Pillow loaders, data wait in training"
+	@echo "make bench-data-scale  (root) ImageNet's shape: official tars -> packed, dry run, staging on 4 emulated nodes"
 	@echo "make setup     create $(VENV) with Python 3.8-3.10 and pinned dependencies"
 	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png, the MLPerf validation"
 	@echo "make sim-calibrate  fit the model's alpha/beta on this machine's MPI (SIM_JSON=bench lines)"
@@ -93,6 +94,14 @@ test-other-python: setup
 	$(PY) -m pytest $(OTHER_PYTHON_TESTS) $(PYTEST_ARGS)
 
 bench: bench-comm bench-data
+
+# ImageNet's shape end to end (docs/data.md "At ImageNet's scale"): generates the official
+# archives once (~2 GB of tiny images in BENCH_DATA_DIR), prepares, dry-runs, stages across an
+# emulated cluster (root). BENCH_DATA_SCALE_ARGS=--small for a quick rehearsal.
+BENCH_DATA_DIR ?= runs/bench_data_scale
+BENCH_DATA_SCALE_ARGS ?=
+bench-data-scale: setup
+	$(PY) -m tools.bench_data_scale --dir $(BENCH_DATA_DIR) $(BENCH_DATA_SCALE_ARGS)
 
 bench-comm: setup
 	@mkdir -p runs

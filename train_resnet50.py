@@ -297,10 +297,14 @@ def main(argv=None):
         comm.bcast(exchange.arrays(all_params.values(), grad=False), root=0)  # all start alike
 
     train_set, val_set = listing
-    loader, val_loader = build_loaders(
-        cfg.data, train_set, val_set, seed=cfg.train.seed, val_batch_size=cfg.eval.batch_size,
-        shard_id=comm.rank, num_shards=comm.size, channel_last=cfg.model.channel_last,
-        half=half, device_id=comm.local_rank, state=meta and meta["stream"])
+    try:
+        loader, val_loader = build_loaders(
+            cfg.data, train_set, val_set, seed=cfg.train.seed, val_batch_size=cfg.eval.batch_size,
+            shard_id=comm.rank, num_shards=comm.size, channel_last=cfg.model.channel_last,
+            half=half, device_id=comm.local_rank, state=meta and meta["stream"],
+            ranks_per_node=comm.local_size)
+    except DataError as e:      # e.g. data.shuffle=node on a node that lacks its shards
+        fail(str(e), comm)
     if rank0:
         with open(os.path.join(output_dir, "config.yaml.tmp"), "w") as f:
             f.write(dump_yaml(cfg))

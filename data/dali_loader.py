@@ -37,10 +37,10 @@ from types import SimpleNamespace
 import numpy as np
 
 from .augment import crop_boxes, image_size, uniforms, val_geometry
-from .checks import checker_hint, first_bad
+from .checks import check_bytes, checker_hint
 from .imagefolder import DataError
 from .pil_loader import MEAN, STD
-from .sampler import DeliveredPosition, ShardedStream
+from .sampler import DeliveredPosition, stream_for
 
 
 @contextlib.contextmanager
@@ -145,40 +145,48 @@ def val_pipeline(max_batch_size, size, num_threads, device="cpu", device_id=None
 
 
 class _Feeder:
-    """Reads the encoded files of a batch and turns DALI failures into one-line errors."""
+    """Reads the encoded samples of a batch (``listing.read``: a file, or a slice of a packed
+    shard) and turns DALI failures into one-line errors naming the sample."""
 
     def __init__(self, listing):
         self.listing = listing
         self.hint = checker_hint(os.path.dirname(listing.root))
 
     def read(self, indices):
-        """(encoded arrays, (n, 2) width/height, paths) for ``indices``."""
-        paths = [self.listing.files[i] for i in indices]
-        encoded, dims = [], np.empty((len(paths), 2), np.int64)
-        for k, path in enumerate(paths):
+        """(encoded arrays, (n, 2) width/height, indices) for ``indices``."""
+        encoded, dims = [], np.empty((len(indices), 2), np.int64)
+        for k, i in enumerate(indices):
             try:
-                with open(path, "rb") as f:
-                    data = f.read()
+                data = self.listing.read(i)
             except OSError as e:
-                raise DataError(f"cannot read {path}: {e.strerror}; {self.hint}") from None
+                raise DataError(f"cannot read {self.listing.name(i)}: {e.strerror}; "
+                                f"{self.hint}") from None
             try:
                 dims[k] = image_size(data)
             except ValueError as e:
-                raise DataError(f"cannot decode {path}: {e}; {self.hint}") from None
+                raise DataError(f"cannot decode {self.listing.name(i)}: {e}; "
+                                f"{self.hint}") from None
             encoded.append(np.frombuffer(data, np.uint8))
-        return encoded, dims, paths
+        return encoded, dims, indices
 
-    def outputs(self, pipe, paths):
-        """The pipeline's next output; a decode failure names the broken file of the batch."""
+    def first_bad(self, indices):
+        for i in indices:
+            reason = check_bytes(self.listing.read(i))
+            if reason is not None:
+                return self.listing.name(i), reason
+        return None
+
+    def outputs(self, pipe, indices):
+        """The pipeline's next output; a decode failure names the broken sample of the batch."""
         try:
             return pipe.outputs()[0]
         except RuntimeError as e:
-            bad = first_bad(paths)
+            bad = self.first_bad(indices)
             if bad is not None:
                 raise DataError(f"cannot decode {bad[0]}: {bad[1]}; {self.hint}") from None
             first = str(e).strip().splitlines()[-1][:200]
-            raise DataError(f"DALI failed on a batch of {len(paths)} files starting with "
-                            f"{paths[0]} ({first}); {self.hint}") from None
+            raise DataError(f"DALI failed on a batch of {len(indices)} files starting with "
+                            f"{self.listing.name(indices[0])} ({first}); {self.hint}") from None
 
 
 def to_numpy(tensor_list):
@@ -228,7 +236,7 @@ class DaliTrainLoader(DeliveredPosition):
         self.build_args = dict(size=image_size, num_threads=max(1, num_threads), device=device,
                                device_id=device_id, channel_last=channel_last, half=half,
                                seed=seed * 1000003 + shard_id)
-        self.stream = ShardedStream(len(listing), shard_id, num_shards, seed)
+        self.stream = stream_for(listing, shard_id, num_shards, seed)
         if state is not None:
             self.stream.load_state(state)
         _dali()   # import now (~2 s, part of setup), and fail before training if it is missing

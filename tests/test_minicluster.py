@@ -142,13 +142,14 @@ def machine():
         pytest.skip(f"emulated cluster: {why}")
 
 
-@pytest.fixture(scope="module")
-def cluster(machine, tmp_path_factory):
+def cluster_for_tests(tmp_path_factory, nodes=NODES, rails=RAILS):
+    """A cluster with a fresh name (a generator for module fixtures): removed at the end,
+    also when a test fails, and checked to have left nothing behind."""
     name = fresh_name()
     root = str(tmp_path_factory.mktemp("minicluster"))
     before = root_links()
     try:
-        c = minicluster.Cluster.up(NODES, RAILS, "200mbit", name=name, root=root)
+        c = minicluster.Cluster.up(nodes, rails, "200mbit", name=name, root=root)
         c.root_links_before = before
         c.cli_env = dict(os.environ, MINICLUSTER_NAME=name, MINICLUSTER_STATE_DIR=root,
                          PYTHONPATH=REPO)
@@ -160,6 +161,11 @@ def cluster(machine, tmp_path_factory):
         for pid in left["processes"]:
             os.kill(pid, 9)
         assert left == NOTHING, f"the cluster left {left}"
+
+
+@pytest.fixture(scope="module")
+def cluster(machine, tmp_path_factory):
+    yield from cluster_for_tests(tmp_path_factory)
 
 
 def cli(c, *argv, timeout=300):
