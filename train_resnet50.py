@@ -38,8 +38,8 @@ from schedules.schedule import TrainingSchedule  # noqa: E402
 from training import loss_scaling, run_state  # noqa: E402
 from training.checkpoint import CheckpointError  # noqa: E402
 from training.config import ConfigError, dump_yaml, load_config, to_dict  # noqa: E402
-from training.device import (Exchange, backward, check_devices, check_gpu_stack,  # noqa: E402
-                             contexts)
+from training.device import (Exchange, LossSum, backward, check_devices,  # noqa: E402
+                             check_gpu_stack, contexts)
 from training.dry_run import (IMAGENET_TRAIN_IMAGES, preset_for, print_gpu_plan,  # noqa: E402
                               print_plan, print_predictions)
 from training.evaluate import average_bn_statistics, evaluate  # noqa: E402
@@ -321,8 +321,10 @@ def train(args, state):
     optimizer = Optimizer(params, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.optimizer,
                           cfg.optim.lars_coefficient, cfg.optim.lars_eps, float_ctx)
     all_params = {**params, **statistics}
-    exchange = Exchange(comm, params, cfg.comm.backward_callback)
+    exchange = Exchange(comm, params, cfg.comm.backward_callback, float_ctx)
     half = cfg.type_config == "half"
+    loss_sum = LossSum(float_ctx)
+    probe = optimizer.grads_probe(float_ctx) if half else None
     scale = loss_scaling.LossScale(cfg.loss_scale.initial) if half else None
 
     # --- start fresh, or continue exactly where the checkpoint left off -------------------
@@ -347,18 +349,23 @@ def train(args, state):
         comm.bcast(exchange.arrays(all_params.values(), grad=False), root=0)  # all start alike
 
     train_set, val_set = listing
-    loader, val_loader = build_loaders(
-        cfg.data, train_set, val_set, seed=cfg.train.seed, val_batch_size=cfg.eval.batch_size,
-        shard_id=comm.rank, num_shards=comm.size, channel_last=cfg.model.channel_last,
-        half=half, device_id=comm.local_rank, state=meta and meta["stream"])
-    meters = Meters(**(meta["meters"] if meta else {}))
+    try:
+        loader, val_loader = build_loaders(
+            cfg.data, train_set, val_set, seed=cfg.train.seed, val_batch_size=cfg.eval.batch_size,
+            shard_id=comm.rank, num_shards=comm.size, channel_last=cfg.model.channel_last,
+            half=half, device_id=comm.local_rank, state=meta and meta["stream"],
+            ranks_per_node=comm.local_size)
+    except DataError as e:      # e.g. data.shuffle=node on a node that lacks its shards
+        fail(str(e), comm)
     if rank0:
         with open(os.path.join(output_dir, "config.yaml.tmp"), "w") as f:
             f.write(dump_yaml(cfg))
         os.replace(os.path.join(output_dir, "config.yaml.tmp"),
                    os.path.join(output_dir, "config.yaml"))
     log = RunLog(output_dir, enabled=rank0, thresholds=cfg.eval.top1_thresholds,
-                 append=meta is not None, evals=meta["evals"] if meta else ())
+                 append=meta is not None, evals=meta["evals"] if meta else (),
+                 tensorboard=cfg.train.tensorboard)
+    meters = Meters(**(meta["meters"] if meta else {}))   # the clock starts after setup
     start_fields = dict(world_size=comm.size, parameters=n_params,
                         total_steps=schedule.total_steps, comm_algorithm=comm.algorithm,
                         comm_grid=f"{comm.grid[0]}x{comm.grid[1]}", argv=sys.argv[1:],
@@ -408,7 +415,7 @@ def train(args, state):
 
         # One update = `accumulation` forward/backward passes; gradients add up in place.
         optimizer.zero_grad()
-        local_loss = 0.0
+        loss_sum.reset()
         overlap = exchange.backward_callback(stage.accumulation)   # native NCCL only
         for _ in range(stage.accumulation):
             with meters.timing("data"):
@@ -423,14 +430,19 @@ def train(args, state):
                     fail(str(e), comm)
             train_net.loss.forward(clear_no_need_grad=True)
             backward(train_net.loss, scale.scale if half else 1.0, overlap)
-            local_loss += float(train_net.loss.d) / stage.accumulation
+            loss_sum.add(train_net.loss)       # on the device: no host read per micro-batch
 
-        # The gradients' all-reduce, then one small full-precision one for every rank's loss
-        # and any stop request, so all ranks see the same mean loss and stop after the same
-        # step (a loss in float16 could round, or overflow into a false divergence).
+        # The gradients' all-reduce, then the update's one host read (the loss, and in half
+        # whether every reduced gradient is finite), then one small full-precision exchange
+        # of every rank's loss and any stop request, so all ranks see the same mean loss and
+        # stop after the same step (a loss in float16 could round, or overflow into a false
+        # divergence). In float a non-finite gradient shows in the loss (the next one at
+        # the latest), so only half checks the gradients, where overflow is routine.
         with meters.timing("allreduce"):
-            loss, stop_now = exchange(local_loss, stop.requested, grads_done=overlap is not None)
-        finite = math.isfinite(loss) and optimizer.grads_finite()
+            loss, stop_now, grads_ok = exchange(loss_sum.total, stop.requested,
+                                                grads_done=overlap is not None, probe=probe)
+        loss /= stage.accumulation
+        finite = math.isfinite(loss) and grads_ok
         if half:     # FP16: an overflow skips the update and lowers the scale
             grad_scale = scale.scale
             scale, apply = loss_scaling.update(scale, not finite,
@@ -475,7 +487,8 @@ def train(args, state):
             with meters.timing("eval"):
                 average_bn_statistics(comm, exchange.arrays(statistics.values(), grad=False))
                 try:
-                    top1, top5, val_loss = evaluate(val_net, val_loader, comm)
+                    top1, top5, val_loss = evaluate(val_net, val_loader, comm,
+                                                    ctx if cfg.data.device == "gpu" else None)
                 except DataError as e:
                     fail(str(e), comm)
             log.write("eval", epoch=epoch_now, step=step, elapsed_s=meters.elapsed(),

@@ -34,12 +34,16 @@ def create(algorithm="torus2d", grid=None, backend="mpi", **options):
     watchdog), column_phase (torus2d on MPI: auto | ring | allreduce, comm/mpi.py); with
     backend="nccl" also ctx (the nnabla context) and optionally nnabla_communicator (what
     makes nnabla's communicator from ctx; default
-    nnabla.communicators.MultiProcessDataParallelCommunicator, rehearsal/ passes its double).
+    nnabla.communicators.MultiProcessDataParallelCommunicator, rehearsal/ passes its double)
+    and synchronize (waits for the device, e.g. nnabla_ext.cuda.synchronize; default: the
+    factory's ``synchronize`` attribute if any -- rehearsal/'s double has one -- else the
+    host read that follows is the wait).
     Raises CommError (one line, the same on every rank, before any collective) for a bad
     argument or a grid that does not match the number of ranks."""
     opts = dict(DEFAULTS)
     ctx = options.pop("ctx", None)
     factory = options.pop("nnabla_communicator", None)
+    synchronize = options.pop("synchronize", None)
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise CommError(f"comm.create: unknown option(s) {sorted(unknown)}; valid: "
@@ -64,7 +68,7 @@ def create(algorithm="torus2d", grid=None, backend="mpi", **options):
     if backend == "nccl":
         from .nccl import NcclCommunicator
         return check_size(NcclCommunicator(ctx, algorithm, grid, communicator_factory=factory,
-                                           **opts))
+                                           synchronize=synchronize, **opts))
     if not launched_by_mpi():
         if shape is not None and shape != (1, 1):
             raise CommError(f"comm.grid={grid} has {shape[0] * shape[1]} ranks but the job has "

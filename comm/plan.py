@@ -23,7 +23,7 @@ FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 # Every phase any backend runs, with a fixed code so ranks can read each other's position.
 PHASE_NAMES = ("pack", "unpack", "rs_row", "ar_col", "ag_row", "reduce_row", "ar_leaders",
                "bcast_row", "rs_ring", "ag_ring", "ar_world", "check", "bcast", "barrier",
-               "sync")
+               "sync", "read")
 
 
 class CommError(ValueError):
@@ -235,14 +235,16 @@ def wire_dtype_of(dtype, wire_dtype=None, floats_only=True, full_precision=False
 
 
 def bucket_layout(sizes, dtypes, bucket_bytes, multiple=1, wire_dtype=None, floats_only=True,
-                  full_precision=False):
+                  full_precision=False, whole_arrays=False):
     """Fuse arrays into flat buckets of at most ``bucket_bytes`` per wire dtype.
 
     Arrays are laid end to end in input order (one stream per wire dtype, in order of first
     appearance) and the stream is cut every ``bucket_bytes``, so a large array may span
     buckets and many small ones share one. Each bucket is padded with zeros to a multiple of
     ``multiple`` elements so it splits into equal chunks. Empty arrays take no space.
-    ``full_precision``: see ``wire_dtype_of``.
+    ``full_precision``: see ``wire_dtype_of``. ``whole_arrays``: cut only between arrays (a
+    bucket is then a list of whole arrays, which nnabla's communicator packs itself; an array
+    larger than ``bucket_bytes`` gets a bucket of its own).
     """
     if len(sizes) != len(dtypes):
         raise CommError("bucket_layout: sizes and dtypes differ in length")
@@ -255,6 +257,16 @@ def bucket_layout(sizes, dtypes, bucket_bytes, multiple=1, wire_dtype=None, floa
         cap = max(multiple, int(bucket_bytes) // wire.itemsize // multiple * multiple)
         segs, used = [], 0
         for i, n in members:
+            if whole_arrays and used and used + n > cap:
+                buckets.append(_bucket(wire, used, multiple, segs))
+                segs, used = [], 0
+            if whole_arrays and n:
+                segs.append(Segment(i, 0, used, n))
+                used += n
+                if used >= cap:
+                    buckets.append(_bucket(wire, used, multiple, segs))
+                    segs, used = [], 0
+                continue
             offset = 0
             while offset < n:
                 take = min(n - offset, cap - used)

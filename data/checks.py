@@ -24,10 +24,13 @@ def checker_hint(data_dir):
 
 
 def check_image(path):
-    """``None`` if ``path`` is a usable image, else a short reason."""
+    """``None`` if ``path`` (or an open binary file) is a usable image, else a short reason."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        if isinstance(path, (str, os.PathLike)):
+            with open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read()
         problem = encoded_problem(data)     # what the DALI loaders refuse before decoding
         if problem is not None:
             return problem
@@ -42,13 +45,9 @@ def check_image(path):
     return None
 
 
-def first_bad(paths):
-    """``(path, reason)`` of the first unusable file in ``paths``, or ``None``."""
-    for path in paths:
-        reason = check_image(path)
-        if reason is not None:
-            return path, reason
-    return None
+def check_bytes(data):
+    """``check_image`` for encoded bytes in memory (a tar member, a packed shard's slice)."""
+    return "empty file" if not data else check_image(io.BytesIO(data))
 
 
 # Inside a JPEG's entropy-coded data a 0xFF byte is followed by 0x00 (a stuffed byte), 0xFF

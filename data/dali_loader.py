@@ -37,10 +37,10 @@ from types import SimpleNamespace
 import numpy as np
 
 from .augment import crop_boxes, image_size, uniforms, val_geometry
-from .checks import checker_hint, encoded_problem, first_bad
+from .checks import check_bytes, checker_hint, encoded_problem
 from .imagefolder import DataError
 from .pil_loader import MEAN, STD
-from .sampler import DeliveredPosition, ShardedStream
+from .sampler import DeliveredPosition, stream_for
 
 
 @contextlib.contextmanager
@@ -145,43 +145,51 @@ def val_pipeline(max_batch_size, size, num_threads, device="cpu", device_id=None
 
 
 class _Feeder:
-    """Reads the encoded files of a batch and turns DALI failures into one-line errors."""
+    """Reads the encoded samples of a batch (``listing.read``: a file, or a slice of a packed
+    shard) and turns DALI failures into one-line errors naming the sample."""
 
     def __init__(self, listing):
         self.listing = listing
         self.hint = checker_hint(os.path.dirname(listing.root))
 
     def read(self, indices):
-        """(encoded arrays, (n, 2) width/height, paths) for ``indices``."""
-        paths = [self.listing.files[i] for i in indices]
-        encoded, dims = [], np.empty((len(paths), 2), np.int64)
-        for k, path in enumerate(paths):
+        """(encoded arrays, (n, 2) width/height, indices) for ``indices``."""
+        encoded, dims = [], np.empty((len(indices), 2), np.int64)
+        for k, i in enumerate(indices):
             try:
-                with open(path, "rb") as f:
-                    data = f.read()
+                data = self.listing.read(i)
             except OSError as e:
-                raise DataError(f"cannot read {path}: {e.strerror}; {self.hint}") from None
+                raise DataError(f"cannot read {self.listing.name(i)}: {e.strerror}; "
+                                f"{self.hint}") from None
             problem = encoded_problem(data)    # a broken JPEG must never reach DALI
             if problem is not None:
-                raise DataError(f"cannot decode {path}: {problem}; {self.hint}")
+                raise DataError(f"cannot decode {self.listing.name(i)}: {problem}; {self.hint}")
             try:
                 dims[k] = image_size(data)
             except ValueError as e:
-                raise DataError(f"cannot decode {path}: {e}; {self.hint}") from None
+                raise DataError(f"cannot decode {self.listing.name(i)}: {e}; "
+                                f"{self.hint}") from None
             encoded.append(np.frombuffer(data, np.uint8))
-        return encoded, dims, paths
+        return encoded, dims, indices
 
-    def outputs(self, pipe, paths):
-        """The pipeline's next output; a decode failure names the broken file of the batch."""
+    def first_bad(self, indices):
+        for i in indices:
+            reason = check_bytes(self.listing.read(i))
+            if reason is not None:
+                return self.listing.name(i), reason
+        return None
+
+    def outputs(self, pipe, indices):
+        """The pipeline's next output; a decode failure names the broken sample of the batch."""
         try:
             return pipe.outputs()[0]
         except RuntimeError as e:
-            bad = first_bad(paths)
+            bad = self.first_bad(indices)
             if bad is not None:
                 raise DataError(f"cannot decode {bad[0]}: {bad[1]}; {self.hint}") from None
             first = str(e).strip().splitlines()[-1][:200]
-            raise DataError(f"DALI failed on a batch of {len(paths)} files starting with "
-                            f"{paths[0]} ({first}); {self.hint}") from None
+            raise DataError(f"DALI failed on a batch of {len(indices)} files starting with "
+                            f"{self.listing.name(indices[0])} ({first}); {self.hint}") from None
 
 
 def to_numpy(tensor_list):
@@ -191,16 +199,26 @@ def to_numpy(tensor_list):
     return tensor_list.as_array()
 
 
-def copy_into(tensor_list, ndarray, ctx):
+def copy_into(tensor_list, ndarray, ctx, rows=None):
     """Copy a DALI batch into an nnabla ``NdArray`` on ``ctx`` (CPU or GPU) with no extra
     host copy: nnabla hands out its buffer (``data_ptr``, write-only: old contents are not
-    synchronised) and DALI writes into it, as nnabla-ext-cuda's ``DaliIterator`` does."""
-    if tuple(ndarray.shape) != tuple(tensor_list.as_tensor().shape()):
+    synchronised) and DALI writes into it, as nnabla-ext-cuda's ``DaliIterator`` does.
+    ``rows``: a batch of that many samples fills the array's first rows (then the array is
+    made current without write_only, so the other rows keep their contents)."""
+    want = (rows or ndarray.shape[0],) + tuple(ndarray.shape[1:])
+    if want != tuple(tensor_list.as_tensor().shape()):
         raise ValueError(f"batch shape {tensor_list.as_tensor().shape()} does not match the "
-                         f"input array {tuple(ndarray.shape)}")
+                         f"input array {want}")
     dtype = np.float16 if "16" in str(tensor_list.dtype) else np.float32
-    pointer = ndarray.data_ptr(dtype, ctx, write_only=True)
-    tensor_list.copy_to_external(ctypes.c_void_p(pointer))
+    partial = rows is not None and rows < ndarray.shape[0]
+    pointer = ndarray.data_ptr(dtype, ctx, write_only=not partial)
+    if type(tensor_list).__name__ == "TensorListGPU":
+        # on nnabla's stream (the legacy default stream, 0): after the kernels still reading
+        # the previous batch, not on DALI's own stream with only a host wait (dali
+        # tensors.pyi copy_to_external(ptr, cuda_stream, non_blocking))
+        tensor_list.copy_to_external(ctypes.c_void_p(pointer), cuda_stream=0)
+    else:
+        tensor_list.copy_to_external(ctypes.c_void_p(pointer))
 
 
 class DaliTrainLoader(DeliveredPosition):
@@ -221,7 +239,7 @@ class DaliTrainLoader(DeliveredPosition):
         self.build_args = dict(size=image_size, num_threads=max(1, num_threads), device=device,
                                device_id=device_id, channel_last=channel_last, half=half,
                                seed=seed * 1000003 + shard_id)
-        self.stream = ShardedStream(len(listing), shard_id, num_shards, seed)
+        self.stream = stream_for(listing, shard_id, num_shards, seed)
         if state is not None:
             self.stream.load_state(state)
         _dali()   # import now (~2 s, part of setup), and fail before training if it is missing
@@ -340,7 +358,8 @@ class DaliValLoader:
         self.pipe.schedule_run()
         return chunk, paths
 
-    def __iter__(self):
+    def _batches(self):
+        """(DALI batch, its sample indices), in order; DALI decodes ``prefetch`` ahead."""
         if self.pipe is None:
             self.pipe = val_pipeline(self.batch_size, **self.build_args)
             self.pipe.build()
@@ -352,13 +371,28 @@ class DaliValLoader:
                 while chunks and len(pending) < self.prefetch:
                     pending.append(self._submit(chunks.popleft()))
                 chunk, paths = pending.popleft()
-                images = to_numpy(self.feeder.outputs(self.pipe, paths))
-                labels, valid = self.listing.labels[chunk], len(chunk)
-                if valid < self.batch_size:      # fixed graph shape: pad with the last row
-                    pad = self.batch_size - valid
-                    images = np.concatenate([images, np.repeat(images[-1:], pad, 0)])
-                    labels = np.concatenate([labels, np.repeat(labels[-1:], pad)])
-                yield images, labels.reshape(-1, 1), valid
+                yield self.feeder.outputs(self.pipe, paths), chunk
         finally:
             for _, paths in pending:      # an abandoned pass must not leave stale outputs
                 self.feeder.outputs(self.pipe, paths)
+
+    def __iter__(self):
+        for out, chunk in self._batches():
+            images = to_numpy(out)
+            labels, valid = self.listing.labels[chunk], len(chunk)
+            if valid < self.batch_size:      # fixed graph shape: pad with the last row
+                pad = self.batch_size - valid
+                images = np.concatenate([images, np.repeat(images[-1:], pad, 0)])
+                labels = np.concatenate([labels, np.repeat(labels[-1:], pad)])
+            yield images, labels.reshape(-1, 1), valid
+
+    def batches_into(self, image, ctx):
+        """As iterating, but each batch is written into the nnabla array ``image`` (the
+        graph's input, on ``ctx``) where DALI made it, never through the host; yields
+        (labels, valid). A short last batch fills the first rows; the rest keep the
+        previous batch's images, which never count (rows are independent in evaluation)."""
+        for out, chunk in self._batches():
+            copy_into(out, image, ctx, rows=len(chunk))
+            labels = self.listing.labels[chunk]
+            pad = self.batch_size - len(chunk)
+            yield np.concatenate([labels, np.repeat(labels[-1:], pad)]).reshape(-1, 1), len(chunk)

@@ -78,6 +78,7 @@ PAPER = ["--config", "configs/paper_224s.yaml", "--dry-run", "--world-size", "21
          "--local-size", "4"]
 
 
+@pytest.mark.procs
 def test_torus2d_dry_run_exposes_the_whole_all_reduce_and_says_why():
     proc = run_trainer(*PAPER)
     assert proc.returncode == 0, proc.stderr
@@ -108,6 +109,7 @@ NATIVE_GPU = ["--config", "configs/goyal_8k.yaml", "--dry-run", "--world-size", 
               "--local-size", "8", "--set", "device=gpu", "--set", "comm.algorithm=native"]
 
 
+@pytest.mark.procs
 def test_native_with_the_callback_on_gpu_overlaps_half_and_pays_the_host_checks():
     proc = run_trainer(*NATIVE_GPU, "--set", "comm.backward_callback=true")
     plain = run_trainer(*NATIVE_GPU)
@@ -128,6 +130,7 @@ def test_native_with_the_callback_on_gpu_overlaps_half_and_pays_the_host_checks(
     assert stage_numbers(plain.stdout, 0)[2] == 0
 
 
+@pytest.mark.procs
 def test_a_stage_that_accumulates_loses_the_callback_and_its_overlap():
     proc = run_trainer(*PAPER, "--set", "comm.algorithm=native", "--set",
                        "comm.backward_callback=true", "--set", "batch.mode=accumulate",
@@ -140,6 +143,7 @@ def test_a_stage_that_accumulates_loses_the_callback_and_its_overlap():
                              "used only with one micro-batch") for ln in assumed(proc.stdout))
 
 
+@pytest.mark.procs
 def test_on_the_mpi_backend_nothing_overlaps():
     proc = run_trainer(*PAPER, "--set", "device=cpu", "--set", "data.device=cpu", "--set",
                        "comm.algorithm=native", "--set", "comm.backward_callback=true")

@@ -36,6 +36,7 @@ REPO_ROOT=$(cd "$(dirname "$SCRIPT")/.." && pwd)
 REQ=$REPO_ROOT/requirements.txt
 REQ_GPU=$REPO_ROOT/requirements-gpu.txt
 REQ_CUDA=$REPO_ROOT/requirements-cuda-runtime.txt
+REQ_NODEPS=$REPO_ROOT/requirements-converter.txt   # installed with --no-deps (see the file)
 
 VENV=${1:-$REPO_ROOT/.venv}
 case $VENV in /*) ;; *) VENV=$PWD/$VENV ;; esac
@@ -133,7 +134,8 @@ stamp_text() {  # $1 = base interpreter (sys.executable)
     [ "$GPU" = 1 ] && gpu_hash=$(hash_of "$REQ_GPU")
     [ "$CUDA_RUNTIME_FROM" = pypi ] && cuda_hash=$(hash_of "$REQ_CUDA")
     printf '%s\n' "stamp=1" "python=$1" "site_mpi=$SITE_MPI" "gpu=$GPU" \
-        "requirements=$(hash_of "$REQ")" "requirements_gpu=$gpu_hash" \
+        "requirements=$(hash_of "$REQ")" "requirements_converter=$(hash_of "$REQ_NODEPS")" \
+        "requirements_gpu=$gpu_hash" \
         "cuda_runtime=$CUDA_RUNTIME_FROM" "requirements_cuda=$cuda_hash" \
         "script=$(hash_of "$SCRIPT")" "mpicc=${MPICC:--}"
 }
@@ -432,6 +434,7 @@ installer="pip"
 [ ${#UV[@]} -eq 0 ] || installer="uv, trusting $UV_TLS"
 say "installing pinned requirements into $VENV with $installer (GPU=$GPU$GPU_FROM, SITE_MPI=$SITE_MPI$SITE_MPI_FROM)"
 pkg_install "${args[@]}"
+pkg_install --no-deps -r "$REQ_NODEPS"
 
 # --- check it imports (only here: ~3 s, too slow for every make target) ------------
 if ! "$VPY" -c 'import nnabla, mpi4py, nvidia.dali' >"$TMPD/import.log" 2>&1; then

@@ -166,8 +166,9 @@ def reduces_during_backward(backward_callback, backend, algorithm, accumulation,
 class Exchange:
     """The update's collectives: the gradients (mean over ranks), then the control array."""
 
-    def __init__(self, comm, params, backward_callback=False):
+    def __init__(self, comm, params, backward_callback=False, float_ctx=None):
         self.comm = comm
+        self.float_ctx = float_ctx or nn.get_current_context()
         self.params = params
         self.on_device = getattr(comm, "backend", "mpi") == "nccl"
         self.use_callback = backward_callback
@@ -190,12 +191,50 @@ class Exchange:
             return None
         return self.comm.backward_callback(self.arrays(self.params.values(), grad=True))
 
-    def __call__(self, local_loss, stop_requested, grads_done=False):
-        """All-reduce (mean); returns (mean loss, any rank asked to stop)."""
-        self.control[:] = (local_loss, float(stop_requested))
-        if self.comm.size == 1:     # nothing to exchange (and no device-to-host copies)
-            return local_loss, bool(stop_requested)
-        if not grads_done:
-            self.comm.all_reduce(self.arrays(self.params.values(), grad=True), average=True)
+    def __call__(self, loss_sum, stop_requested, grads_done=False, probe=None):
+        """All-reduce (mean) the gradients, then read this rank's loss once and exchange it.
+
+        ``loss_sum``: this rank's micro-batch losses summed where they were computed (an
+        NdArray, ``LossSum``); ``probe``: a callable giving a device scalar that is not finite when
+        a reduced gradient is not (half precision), or None. The gradients are
+        enqueued first and the one host read of the update comes after them (on a GPU the
+        host then has nothing left to hand the device). Returns (mean loss sum over ranks,
+        any rank asked to stop, gradients finite)."""
+        import nnabla.functions as F
+        device_comm = self.on_device and self.comm.size > 1
+        if self.comm.size > 1 and not grads_done:
+            grads = self.arrays(self.params.values(), grad=True)
+            self.comm.all_reduce(grads, average=True, **({"wait": False} if device_comm else {}))
+        if device_comm:
+            self.comm.wait()         # under comm's watchdog; the double shows results here
+        status = loss_sum
+        if probe is not None:
+            with nn.context_scope(self.float_ctx):
+                status = F.concatenate(F.reshape(loss_sum, (1,)), F.reshape(probe(), (1,)))
+        host = (self.comm.read(status) if device_comm else np.array(status.data, copy=True))
+        host = host.reshape(-1)
+        finite = probe is None or bool(np.isfinite(host[1]))
+        self.control[:] = (float(host[0]), float(stop_requested))
+        if self.comm.size == 1:     # nothing to exchange
+            return float(host[0]), bool(stop_requested), finite
         self.comm.all_reduce([self.control], average=True, full_precision=True)
-        return float(self.control[0]), bool(self.control[1] > 0)
+        return float(self.control[0]), bool(self.control[1] > 0), finite
+
+
+class LossSum:
+    """This update's loss summed over its micro-batches on the loss's own device (float):
+    one device add per micro-batch and no host read; Exchange reads it once."""
+
+    def __init__(self, float_ctx):
+        self.float_ctx = float_ctx
+        self.total = None
+
+    def reset(self):
+        self.total = None
+
+    def add(self, loss):
+        """``loss``: the loss Variable after forward (its array is reused by the next one)."""
+        import nnabla.functions as F
+        with nn.context_scope(self.float_ctx):
+            self.total = (F.identity(loss.data) if self.total is None
+                          else F.add2(self.total, loss.data))

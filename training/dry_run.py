@@ -7,6 +7,21 @@ data listed when a directory is given.
 IMAGENET_TRAIN_IMAGES = 1281167
 
 
+def print_shuffle(cfg, listing, world_size, local_size):
+    """data.shuffle and what it costs (data/node_shuffle.py)."""
+    packed = listing is not None and hasattr(listing[0], "shards")
+    if packed:
+        print(f"format     packed: {len(listing[0].shards)} training shards, read by index "
+              "(no listing, one positioned read per sample)")
+    if cfg.data.shuffle == "node":
+        from data.node_shuffle import TRADE_OFF
+        nodes = world_size // (local_size or 1)
+        print(f"shuffle    node: {TRADE_OFF.format(nodes=f'{nodes:,}')}")
+    elif packed:
+        print("shuffle    global: one permutation of all training images per epoch, so every "
+              "node holds every shard (data.shuffle=node: each node only 1/N)")
+
+
 def print_plan(cfg, schedule, n_params, listing, world_size, local_size):
     m, o = cfg.model, cfg.optim
     print(f"model      ResNet-{m.depth} v1.5, width {m.width:g}, "
@@ -23,6 +38,7 @@ def print_plan(cfg, schedule, n_params, listing, world_size, local_size):
         print(f"data       {len(train):,} training / {len(val):,} validation images, "
               f"{len(train.classes)} classes, in {cfg.data.dir or train.root}"
               + (f" ({excluded} excluded)" if excluded else ""))
+    print_shuffle(cfg, listing, world_size, local_size)
     nodes = f" = {world_size // local_size:,} nodes x {local_size}" if local_size else ""
     print(f"ranks      {world_size:,}{nodes}; batch mode {cfg.batch.mode}"
           + (f", max {cfg.batch.max_local_batch} per rank" if cfg.batch.max_local_batch else ""))

@@ -23,7 +23,7 @@ import time
 
 # What this trainer writes into an output directory (README "Logs"); --overwrite moves these.
 RUN_FILES = ("log.jsonl", "summary.json", "mlperf.log", "config.yaml", "final_params.h5",
-             "checkpoints")
+             "checkpoints", "tb")
 RUN_FILE_PREFIXES = ("param_digest.rank",)
 LOCK_NAME = ".lock"
 HEARTBEAT_S = 2.0
