@@ -71,6 +71,7 @@ def test_a_second_run_is_refused_while_the_first_holds_the_lock(tmp_path):
     outdir.RunLock(str(tmp_path), say=lambda m: None).acquire().release()
 
 
+@pytest.mark.procs
 def test_the_lock_of_a_dead_process_on_this_host_is_stale(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
