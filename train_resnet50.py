@@ -186,7 +186,7 @@ def check_and_plan(args, cfg, comm, output_dir, say):
         resume = run_state.find(args.resume, output_dir, warn=say)
         if resume is not None:
             accepted = run_state.check_compatible(
-                resume[2], cfg, comm.size, run_state.data_identity(listing[0]),
+                resume.meta, cfg, comm.size, run_state.data_identity(listing[0]),
                 args.accept_changes)
             for change in accepted:
                 say(f"resume: --accept-changes: the checkpoint was trained with {change}")
@@ -291,7 +291,7 @@ def train(args, state):
     listing, schedule, world_size, resume = check_and_plan(args, cfg, comm, output_dir, say)
     if not args.dry_run:     # MLPerf's init_start (a resumed run cuts the file back instead)
         mlperf = MLPerfLog(output_dir, cfg, comm.size, enabled=rank0,
-                           resume_step=resume[2]["step"] if resume else None)
+                           resume_step=resume.meta["step"] if resume else None)
 
     # --- model, graphs (one per per-rank batch size, all sharing the weights), optimizer ---
     nn.set_default_context(ctx)      # a dry run builds the graph on the CPU, computes nothing
@@ -330,7 +330,7 @@ def train(args, state):
     # --- start fresh, or continue exactly where the checkpoint left off -------------------
     step, meta = 0, None
     if resume is not None:
-        path = resume[0]
+        path = resume.path
         step, meta = run_state.restore(resume, all_params, optimizer, schedule)
         if not run_state.same_on_every_rank(comm, step):
             fail(f"ranks found different checkpoints (rank {comm.rank}: step {step}): is "
