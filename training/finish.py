@@ -30,8 +30,10 @@ def write_param_digest(run):
     os.replace(path + ".tmp", path)
 
 
-def finish_run(run, step, stage, lr, status, signal_name=None):
-    """``status``: "completed", "stopped" (a signal; checkpointed) or "diverged: ..."."""
+def finish_run(run, result):
+    """``run``: the Trainer; ``result``: its RunResult, whose ``status`` is "completed",
+    "stopped" (a signal; checkpointed) or "diverged: ..."."""
+    step, stage, lr, status, signal_name = result
     plan, meters, log = run.schedule.plan, run.meters, run.log
     wall, train_s = meters.elapsed(), max(meters.train_seconds(), 1e-9)
     epochs = plan.samples_before(step) / plan.epoch_length
