@@ -297,18 +297,23 @@ def main(argv=None):
         comm.bcast(exchange.arrays(all_params.values(), grad=False), root=0)  # all start alike
 
     train_set, val_set = listing
-    loader, val_loader = build_loaders(
-        cfg.data, train_set, val_set, seed=cfg.train.seed, val_batch_size=cfg.eval.batch_size,
-        shard_id=comm.rank, num_shards=comm.size, channel_last=cfg.model.channel_last,
-        half=half, device_id=comm.local_rank, state=meta and meta["stream"])
-    meters = Meters(**(meta["meters"] if meta else {}))
+    try:
+        loader, val_loader = build_loaders(
+            cfg.data, train_set, val_set, seed=cfg.train.seed, val_batch_size=cfg.eval.batch_size,
+            shard_id=comm.rank, num_shards=comm.size, channel_last=cfg.model.channel_last,
+            half=half, device_id=comm.local_rank, state=meta and meta["stream"],
+            ranks_per_node=comm.local_size)
+    except DataError as e:      # e.g. data.shuffle=node on a node that lacks its shards
+        fail(str(e), comm)
     if rank0:
         with open(os.path.join(output_dir, "config.yaml.tmp"), "w") as f:
             f.write(dump_yaml(cfg))
         os.replace(os.path.join(output_dir, "config.yaml.tmp"),
                    os.path.join(output_dir, "config.yaml"))
     log = RunLog(output_dir, enabled=rank0, thresholds=cfg.eval.top1_thresholds,
-                 append=meta is not None, evals=meta["evals"] if meta else ())
+                 append=meta is not None, evals=meta["evals"] if meta else (),
+                 tensorboard=cfg.train.tensorboard)
+    meters = Meters(**(meta["meters"] if meta else {}))   # the clock starts after setup
     start_fields = dict(world_size=comm.size, parameters=n_params,
                         total_steps=schedule.total_steps, comm_algorithm=comm.algorithm,
                         comm_grid=f"{comm.grid[0]}x{comm.grid[1]}", argv=sys.argv[1:],

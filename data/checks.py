@@ -5,6 +5,7 @@ truncated JPEG fails here as it does in DALI) and its format is one both decoder
 DALI's CPU decoder rejects some formats Pillow opens (GIF, for one), so a GIF renamed to
 ``.JPEG`` counts as broken even though Pillow alone would accept it.
 """
+import io
 import os
 
 from PIL import Image
@@ -22,9 +23,9 @@ def checker_hint(data_dir):
 
 
 def check_image(path):
-    """``None`` if ``path`` is a usable image, else a short reason."""
+    """``None`` if ``path`` (or an open binary file) is a usable image, else a short reason."""
     try:
-        if os.path.getsize(path) == 0:
+        if isinstance(path, (str, os.PathLike)) and os.path.getsize(path) == 0:
             return "empty file"
         with Image.open(path) as img:
             if img.format not in SUPPORTED_FORMATS:
@@ -37,10 +38,6 @@ def check_image(path):
     return None
 
 
-def first_bad(paths):
-    """``(path, reason)`` of the first unusable file in ``paths``, or ``None``."""
-    for path in paths:
-        reason = check_image(path)
-        if reason is not None:
-            return path, reason
-    return None
+def check_bytes(data):
+    """``check_image`` for encoded bytes in memory (a tar member, a packed shard's slice)."""
+    return "empty file" if not data else check_image(io.BytesIO(data))

@@ -25,8 +25,11 @@ times per run).
 batch straight into nnabla arrays (``next_batch_into``, as nnabla-ext-cuda's DALI iterator
 does). That path is written against the documented APIs and NOT verified: no GPU here.
 """
+import contextlib
 import ctypes
+import functools
 import os
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -34,20 +37,50 @@ from types import SimpleNamespace
 import numpy as np
 
 from .augment import crop_boxes, image_size, uniforms, val_geometry
-from .checks import checker_hint, first_bad
+from .checks import check_bytes, checker_hint
 from .imagefolder import DataError
 from .pil_loader import MEAN, STD
-from .sampler import DeliveredPosition, ShardedStream
+from .sampler import DeliveredPosition, stream_for
+
+
+@contextlib.contextmanager
+def _without_python_support_notice():
+    """Drop DALI's "DALI 1.53 is the last release to support Python 3.9" warning (the pin is
+    deliberate) so it never lands amid the trainer's lines; other warnings pass. A warnings
+    filter cannot do it: DALI emits it under its own ``simplefilter("default")``."""
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def showwarning(message, *args, **kwargs):
+            if "is the last release to support Python" not in str(message):
+                show(message, *args, **kwargs)
+        warnings.showwarning = showwarning
+        yield
 
 
 def _dali():
     try:
-        from nvidia import dali
-        from nvidia.dali import fn, types
+        with _without_python_support_notice():
+            from nvidia import dali
+            from nvidia.dali import fn, types
     except ImportError:
         raise DataError("data.backend=dali needs NVIDIA DALI (nvidia-dali-cuda120 in "
                         "requirements.txt): run `make setup`, or --set data.backend=pil") from None
     return dali, fn, types
+
+
+@functools.lru_cache(maxsize=None)
+def _decoder_args(operator):
+    """Keyword arguments for a DALI decoder (schema name, e.g. ``decoders__ImageSlice``) so
+    every pinned DALI decodes the stored pixel grid, as Pillow does: DALI 2.x decoders apply
+    EXIF orientation unless told ``adjust_orientation=False``; the 1.x decoders of the
+    3.9/3.8 pins (1.53.0, 1.35.0) lack the argument and never rotate. Read once from the
+    installed DALI's operator schema; tests/test_dali_loader.py checks the result on each."""
+    _dali()
+    from nvidia.dali import backend
+    if backend.GetSchema(operator).HasArgument("adjust_orientation"):
+        return {"adjust_orientation": False}
+    return {}
 
 
 def _normalize(fn, types, images, size, channel_last, half, mirror=None):
@@ -80,7 +113,7 @@ def train_pipeline(max_batch_size, size, num_threads, device="cpu", device_id=No
         mirror = fn.external_source(name="mirror", dtype=types.INT32, ndim=0)
         images = fn.decoders.image_slice(encoded, anchor, shape, device=decode_device,
                                          axis_names="WH", output_type=types.RGB,
-                                         adjust_orientation=False)
+                                         **_decoder_args("decoders__ImageSlice"))
         images = fn.resize(images, size=[size, size], interp_type=types.INTERP_LINEAR,
                            antialias=True)
         return _normalize(fn, types, images, size, channel_last, half, mirror)
@@ -101,7 +134,7 @@ def val_pipeline(max_batch_size, size, num_threads, device="cpu", device_id=None
         resize_h = fn.external_source(name="resize_h", dtype=types.FLOAT, ndim=0)
         corner = fn.external_source(name="corner", dtype=types.INT32, ndim=1)
         images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB,
-                                   adjust_orientation=False)
+                                   **_decoder_args("decoders__Image"))
         images = fn.resize(images, resize_x=resize_w, resize_y=resize_h,
                            interp_type=types.INTERP_LINEAR, antialias=True)
         images = fn.slice(images, corner, np.array([size, size], np.int32), axis_names="WH",
@@ -112,40 +145,48 @@ def val_pipeline(max_batch_size, size, num_threads, device="cpu", device_id=None
 
 
 class _Feeder:
-    """Reads the encoded files of a batch and turns DALI failures into one-line errors."""
+    """Reads the encoded samples of a batch (``listing.read``: a file, or a slice of a packed
+    shard) and turns DALI failures into one-line errors naming the sample."""
 
     def __init__(self, listing):
         self.listing = listing
         self.hint = checker_hint(os.path.dirname(listing.root))
 
     def read(self, indices):
-        """(encoded arrays, (n, 2) width/height, paths) for ``indices``."""
-        paths = [self.listing.files[i] for i in indices]
-        encoded, dims = [], np.empty((len(paths), 2), np.int64)
-        for k, path in enumerate(paths):
+        """(encoded arrays, (n, 2) width/height, indices) for ``indices``."""
+        encoded, dims = [], np.empty((len(indices), 2), np.int64)
+        for k, i in enumerate(indices):
             try:
-                with open(path, "rb") as f:
-                    data = f.read()
+                data = self.listing.read(i)
             except OSError as e:
-                raise DataError(f"cannot read {path}: {e.strerror}; {self.hint}") from None
+                raise DataError(f"cannot read {self.listing.name(i)}: {e.strerror}; "
+                                f"{self.hint}") from None
             try:
                 dims[k] = image_size(data)
             except ValueError as e:
-                raise DataError(f"cannot decode {path}: {e}; {self.hint}") from None
+                raise DataError(f"cannot decode {self.listing.name(i)}: {e}; "
+                                f"{self.hint}") from None
             encoded.append(np.frombuffer(data, np.uint8))
-        return encoded, dims, paths
+        return encoded, dims, indices
 
-    def outputs(self, pipe, paths):
-        """The pipeline's next output; a decode failure names the broken file of the batch."""
+    def first_bad(self, indices):
+        for i in indices:
+            reason = check_bytes(self.listing.read(i))
+            if reason is not None:
+                return self.listing.name(i), reason
+        return None
+
+    def outputs(self, pipe, indices):
+        """The pipeline's next output; a decode failure names the broken sample of the batch."""
         try:
             return pipe.outputs()[0]
         except RuntimeError as e:
-            bad = first_bad(paths)
+            bad = self.first_bad(indices)
             if bad is not None:
                 raise DataError(f"cannot decode {bad[0]}: {bad[1]}; {self.hint}") from None
             first = str(e).strip().splitlines()[-1][:200]
-            raise DataError(f"DALI failed on a batch of {len(paths)} files starting with "
-                            f"{paths[0]} ({first}); {self.hint}") from None
+            raise DataError(f"DALI failed on a batch of {len(indices)} files starting with "
+                            f"{self.listing.name(indices[0])} ({first}); {self.hint}") from None
 
 
 def to_numpy(tensor_list):
@@ -195,7 +236,7 @@ class DaliTrainLoader(DeliveredPosition):
         self.build_args = dict(size=image_size, num_threads=max(1, num_threads), device=device,
                                device_id=device_id, channel_last=channel_last, half=half,
                                seed=seed * 1000003 + shard_id)
-        self.stream = ShardedStream(len(listing), shard_id, num_shards, seed)
+        self.stream = stream_for(listing, shard_id, num_shards, seed)
         if state is not None:
             self.stream.load_state(state)
         _dali()   # import now (~2 s, part of setup), and fail before training if it is missing
@@ -275,7 +316,9 @@ class DaliTrainLoader(DeliveredPosition):
         label.cast(np.int32)[...] = labels
 
     def close(self):
-        self.reader.shutdown(wait=True, cancel_futures=True)
+        for job in self.pending:    # (shutdown's cancel_futures needs Python 3.9)
+            job.read.cancel()
+        self.reader.shutdown(wait=True)
         self.pending.clear()
         self.pipe = None    # DALI frees its threads and buffers with the pipeline
 

@@ -35,6 +35,19 @@ class Listing:
     def __len__(self):
         return len(self.files)
 
+    # Where a loader's bytes come from (data/packed.py's PackedListing has the same three).
+    def read(self, i):
+        """The encoded bytes of sample ``i`` (OSError if the file cannot be read)."""
+        with open(self.files[i], "rb") as f:
+            return f.read()
+
+    def name(self, i):
+        return self.files[i]
+
+    def source(self, i):
+        """What Pillow opens for sample ``i``: its path."""
+        return self.files[i]
+
 
 def _check_data_dir(data_dir):
     if not data_dir:

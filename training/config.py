@@ -35,6 +35,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     dir: Optional[str] = None              # ImageNet layout: DIR/train/<class>/*, DIR/val/<class>/*
+    format: str = "auto"                   # auto | folder | packed (python -m data.prepare_imagenet)
+    shuffle: str = "global"                # global: one permutation of all; node: each node its shards
     backend: str = "dali"                  # dali | pil | synthetic (README "Data")
     device: str = "cpu"                    # dali decoding: cpu | gpu (mixed, on the local rank's GPU)
     image_size: int = 224                  # training crop and validation crop, in pixels
@@ -57,6 +59,7 @@ class TrainConfig:
                                            # null when batch.stages sets the batch
     seed: int = 0
     log_every_steps: int = 20              # a "step" line in log.jsonl every N updates
+    tensorboard: bool = True               # the log's scalars also in OUTPUT_DIR/tb/ (rank 0)
 
 
 @dataclass
@@ -168,6 +171,8 @@ CHOICES = {
     "data.backend": ("dali", "pil", "synthetic"),
     "data.device": ("cpu", "gpu"),
     "data.on_bad_image": ("error", "skip"),
+    "data.format": ("auto", "folder", "packed"),
+    "data.shuffle": ("global", "node"),
     "optim.optimizer": ("momentum", "lars"),
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.decay": ("cosine", "poly", "step"),

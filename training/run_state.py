@@ -41,12 +41,14 @@ def checkpoint_dir(output_dir):
 
 def prepare_output_dir(output_dir, clear):
     """Create the output dir and prove it writable; ``clear`` removes an earlier run's log,
-    summary and checkpoints (--overwrite), so a later --resume cannot pick up stale state."""
+    summary, TensorBoard files and checkpoints (--overwrite), so a later --resume cannot pick
+    up stale state."""
     try:
         if clear:
             stale = [n for n in (os.listdir(output_dir) if os.path.isdir(output_dir) else ())
                      if n.startswith("param_digest.rank")]   # a run on more ranks left them
-            for name in ("log.jsonl", "summary.json", "mlperf.log", CHECKPOINT_DIR, *stale):
+            for name in ("log.jsonl", "summary.json", "mlperf.log", "tb", CHECKPOINT_DIR,
+                         *stale):
                 path = os.path.join(output_dir, name)
                 if os.path.isdir(path):
                     shutil.rmtree(path)
