@@ -48,6 +48,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import plan
+from .bucketed import BucketedCommunicator
 from .counters import Counters
 from .plan import CommError
 from .watchdog import Watchdog
@@ -78,7 +79,7 @@ def start_mpi():
     return MPI
 
 
-class NcclCommunicator:
+class NcclCommunicator(BucketedCommunicator):
     backend = "nccl"
 
     def __init__(self, ctx, algorithm="torus2d", grid=None, bucket_mb=4.0, wire_dtype=None,
@@ -126,6 +127,7 @@ class NcclCommunicator:
         self.row_name, self.row_ranks = f"row{i}", list(self.layout_grid.rows[i])
         self.col_name, self.col_ranks = f"col{j}", list(self.layout_grid.cols[j])
         self.multiple = plan.chunk_multiple(algorithm, self.layout_grid)
+        self.phases = plan.phases(algorithm, self.layout_grid)
         self.watchdog = Watchdog(self.rank, timeout_s, lambda code: self.nc.abort())
         self.counters_ = Counters()
         # None: the host read after wait() is the synchronisation (a blocking cudaMemcpy,
@@ -179,9 +181,10 @@ class NcclCommunicator:
         nb = len(plan_.layout.buckets)
         for k, bucket in enumerate(plan_.layout.buckets):
             members = [arrays[s.index] for s in bucket.segments]
-            getattr(self, "_" + self.algorithm)(self._nc_for(bucket.wire), members,
-                                                plan_.pads[k], plan_.shards[k], bucket, k, nb,
-                                                average)
+            operands = SimpleNamespace(nc=self._nc_for(bucket.wire), members=members,
+                                       padded=members + plan_.pads[k], shard=plan_.shards[k],
+                                       division=average)
+            self._run_phases(operands, bucket, k, nb)
         self._pending = nb
         self.counters_.ops += 1
         self.counters_.buckets += nb
@@ -235,58 +238,29 @@ class NcclCommunicator:
         self.nc.abort()
         os._exit(1)
 
-    def counters(self):
-        return self.counters_.snapshot()
-
     def close(self):
         self.watchdog.close()
         if self._host_comm is not None:
             self._host_comm.close()
 
-    # --- algorithms on one bucket: a list of whole arrays, which nnabla packs in C++ -------
-    # (copy_inside_device / copy_back_inside_device, .cu:516-561): a constant number of calls
-    # per bucket, none per array.
-    def _torus2d(self, nc, members, pad, shard, bucket, k, nb, division):
-        x, y = self.grid
-        nbytes = bucket.padded * bucket.wire.itemsize
-        if x == 1:        # one rank per row: the column phase on the arrays themselves
-            self._call("ar_col", self.col_name, self.col_ranks, k, nb,
-                       lambda: nc.all_reduce(members, division=division, inplace=False,
-                                             group=self.col_name), "all_reduce", nbytes, y)
-            return
-        padded = members + pad          # the zero pad makes the list divide into X chunks
-        self._call("rs_row", self.row_name, self.row_ranks, k, nb,
-                   lambda: nc.reduce_scatter(padded, shard, division=division,
-                                             group=self.row_name), "reduce_scatter", nbytes, x)
-        if y > 1:
-            self._call("ar_col", self.col_name, self.col_ranks, k, nb,
-                       lambda: nc.all_reduce([shard], division=division, inplace=True,
-                                             group=self.col_name),
-                       "all_reduce", shard.size * bucket.wire.itemsize, y)
-        self._call("ag_row", self.row_name, self.row_ranks, k, nb,
-                   lambda: nc.all_gather(shard, padded, group=self.row_name),
-                   "all_gather", nbytes, x)
-
-    def _hierarchical(self, nc, members, pad, shard, bucket, k, nb, division):
-        x, y = self.grid
-        nbytes = bucket.padded * bucket.wire.itemsize
-        if x > 1:    # dst/src 0 = the group's first rank = the row leader; out of place: see top
-            self._call("reduce_row", self.row_name, self.row_ranks, k, nb,
-                       lambda: nc.reduce(members, dst=0, division=division, inplace=False,
-                                         group=self.row_name), "reduce", nbytes, x)
-        if y > 1 and self.rank == self.row_ranks[0]:
-            self._call("ar_leaders", self.col_name, self.col_ranks, k, nb,
-                       lambda: nc.all_reduce(members, division=division, inplace=False,
-                                             group=self.col_name), "all_reduce", nbytes, y)
-        if x > 1:
-            self._call("bcast_row", self.row_name, self.row_ranks, k, nb,
-                       lambda: nc.bcast(members, src=0, inplace=False, group=self.row_name),
-                       "bcast", nbytes, x)
-
-    def _native(self, nc, members, pad, shard, bucket, k, nb, division):
-        self._call("ar_world", "world", list(range(self.size)), k, nb,
-                   lambda: nc.all_reduce(members, division=division, inplace=False),
-                   "all_reduce", bucket.padded * bucket.wire.itemsize, self.size)
+    # --- the collectives plan.phases asks for, on one bucket: a list of whole arrays, which
+    # nnabla packs in C++ (copy_inside_device / copy_back_inside_device, .cu:516-561): a
+    # constant number of calls per bucket, none per array.
+    def _collective(self, phase, ops):
+        group = {} if phase.group == "world" else {"group": self._group(phase.group)[0]}
+        nc, c = ops.nc, phase.collective
+        if c == "reduce_scatter":     # ops.padded: the zero pad makes it divide into X chunks
+            nc.reduce_scatter(ops.padded, ops.shard, division=ops.division, **group)
+        elif c == "all_gather":
+            nc.all_gather(ops.shard, ops.padded, **group)
+        elif c == "all_reduce" and phase.operand == "shard":
+            nc.all_reduce([ops.shard], division=ops.division, inplace=True, **group)
+        elif c == "all_reduce":
+            nc.all_reduce(ops.members, division=ops.division, inplace=False, **group)
+        elif c == "reduce":   # dst/src 0 = the group's first rank = the row leader; out of place
+            nc.reduce(ops.members, dst=0, division=ops.division, inplace=False, **group)
+        elif c == "bcast":
+            nc.bcast(ops.members, src=0, inplace=False, **group)
 
     # --- plumbing ----------------------------------------------------------------------------
     def _on_host(self, what, arrays, **kwargs):
@@ -339,16 +313,6 @@ class NcclCommunicator:
         if self.full_nc is not None and wire != np.float16:
             return self.full_nc
         return self.nc
-
-    def _call(self, phase, group, ranks, k, nb, fn, kind=None, nbytes=0, group_size=1):
-        self.watchdog.arm(phase, group, ranks, self._seq, k, nb)
-        t = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t
-        self.watchdog.disarm()
-        steps = plan.collective_steps(kind, group_size) if kind else 0
-        nbytes = plan.collective_bytes(kind, nbytes, group_size) if kind else 0
-        self.counters_.add(phase, dt, nbytes=nbytes, steps=steps)
 
 
 def refuse_nnabla_watchdog():
