@@ -17,12 +17,12 @@ independent of DALI's thread count, and the same crop boxes as the Pillow loader
 Batches are fed to DALI ``prefetch`` steps ahead (one more is being read on a background
 thread), assuming the batch size stays the same. When it changes, the queued batches are
 drained and the stream is rewound (as in the Pillow loader),
-so ``state()`` always counts delivered samples only. The training loader makes every call
-on its pipeline (build, feed_input, schedule_run, outputs) on one thread of its own, never on
-the caller's: DALI's Python pipeline keeps per-call state and is not meant to be driven from
-two threads, and the caller only waits for a batch that is ready. A batch larger than the pipeline's
+so ``state()`` always counts delivered samples only. A batch larger than the pipeline's
 ``max_batch_size`` rebuilds the pipeline (rare: batch-size control grows the batch a few
-times per run).
+times per run). The training loader makes every call on its pipeline (build, feed_input,
+schedule_run, outputs) on one thread of its own, never on the caller's: the caller only waits
+for a ready batch, and DALI's Python pipeline keeps per-call state, so it is driven from one
+thread only (DALI's maintainers advise against feeding and taking outputs on two).
 
 ``device="gpu"`` decodes on the rank's GPU (``mixed`` decoder, nvJPEG) and can copy the
 batch straight into nnabla arrays (``next_batch_into``, as nnabla-ext-cuda's DALI iterator
