@@ -44,9 +44,15 @@ help:
 setup:
 	@bash tools/setup_env.sh $(VENV)
 
+# A directory is removed only when it is a toy set written here (data/toy_imagenet.py's marker
+# file) or empty: TOY=/some/dir never deletes someone's data.
+TOY_GUARD = if [ -z "$(strip $(TOY))" ]; then echo "error: TOY is empty: name the toy set's directory, e.g. TOY=data/toy" >&2; exit 1; fi; \
+	if [ -e "$(TOY)" ] && [ ! -f "$(TOY)/.toy_imagenet" ] && [ ! -f "$(TOY)/.complete" ] && [ -n "$$(ls -A "$(TOY)" 2>/dev/null)" ]; then \
+	  echo "error: $(TOY) is not a toy set make wrote (no $(TOY)/.toy_imagenet), so it is left alone: choose another TOY=DIR, or train on your own data with train_resnet50.py --data-dir DIR" >&2; exit 1; fi
+
 toy-data: setup
-	@if [ ! -f $(TOY)/.complete ]; then \
-	  rm -rf $(TOY) && $(PY) -m data.toy_imagenet $(TOY) && touch $(TOY)/.complete; fi
+	@$(TOY_GUARD); if [ ! -f "$(TOY)/.complete" ]; then \
+	  rm -rf "$(TOY)" && $(PY) -m data.toy_imagenet "$(TOY)" && touch "$(TOY)/.complete"; fi
 
 train: toy-data
 	$(MPIRUN) -np $(NP) $(PY) train_resnet50.py --config $(CONFIG) --data-dir $(TOY) \
@@ -158,4 +164,4 @@ bench-data: toy-data
 	$(PY) tools/bench_data.py --toy-dir $(TOY)
 
 clean:
-	rm -rf runs $(TOY) .pytest_cache
+	@$(TOY_GUARD); rm -rf runs "$(TOY)" .pytest_cache

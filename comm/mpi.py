@@ -22,6 +22,7 @@ from mpi4py import MPI
 from . import plan
 from .bucketed import BucketedCommunicator
 from .counters import Counters
+from .job import abort_job
 from .plan import CommError, describe
 from .watchdog import FIELDS, ProgressBoard, Watchdog
 
@@ -132,7 +133,7 @@ class MpiCommunicator(BucketedCommunicator):
         return bool(self.col.allreduce(int(spans_nodes), op=MPI.MAX))
 
     def _abort_job(self, code):
-        MPI.COMM_WORLD.Abort(code)
+        abort_job(code)
 
     # --- public API ---------------------------------------------------------------------------
     def all_reduce(self, arrays, average=False, full_precision=False):

@@ -40,7 +40,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .augment import crop_boxes, image_size, uniforms, val_geometry
-from .checks import check_bytes, checker_hint
+from .checks import check_bytes, checker_hint, encoded_problem
 from .imagefolder import DataError
 from .pil_loader import MEAN, STD
 from .sampler import DeliveredPosition, stream_for
@@ -164,6 +164,9 @@ class _Feeder:
             except OSError as e:
                 raise DataError(f"cannot read {self.listing.name(i)}: {e.strerror}; "
                                 f"{self.hint}") from None
+            problem = encoded_problem(data)    # a broken JPEG must never reach DALI
+            if problem is not None:
+                raise DataError(f"cannot decode {self.listing.name(i)}: {problem}; {self.hint}")
             try:
                 dims[k] = image_size(data)
             except ValueError as e:

@@ -96,6 +96,11 @@ def make_image(class_index, num_classes, size, rng):
     return img.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.8)))
 
 
+# The file that marks a directory as a toy set this module wrote (the Makefile's toy-data
+# and clean remove a directory only when it holds this file).
+MARKER = ".toy_imagenet"
+
+
 def write_split(out_dir, split, num_classes, per_class, size, seed, quality=90):
     for c in range(num_classes):
         folder = os.path.join(out_dir, split, f"n{c:08d}_{SHAPES[c]}")
@@ -109,6 +114,9 @@ def write_split(out_dir, split, num_classes, per_class, size, seed, quality=90):
 def generate(out_dir, classes=10, train_per_class=260, val_per_class=50, size=64, seed=0):
     if not 2 <= classes <= len(SHAPES):
         raise ValueError(f"--classes must be between 2 and {len(SHAPES)}")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, MARKER), "w") as f:   # `make` removes only such dirs
+        f.write("written by python -m data.toy_imagenet\n")
     write_split(out_dir, "train", classes, train_per_class, size, seed)
     write_split(out_dir, "val", classes, val_per_class, size, seed)
 

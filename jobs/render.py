@@ -22,6 +22,7 @@ import sys
 import textwrap
 
 from jobs.systems import SYSTEMS, JobError, check_request, format_walltime, parse_walltime
+from schedules.batch import ScheduleError, split_stages
 from training.config import ConfigError, load_config, to_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,6 +154,11 @@ def resolve(args):
     config_device = str(doc.get("device") or "cpu")   # training/config.py's default
     device = args.device or ("gpu" if system.scheduler != "none" else config_device)
     grid = resolve_grid(doc.get("comm"), config, nodes, gpus)
+    check_batches(doc, config, nodes * gpus)
+    if not args.data_dir and not doc["data"]["dir"] and doc["data"]["backend"] != "synthetic":
+        raise JobError(f"no data directory: {config} sets no data.dir and no --data-dir was "
+                       "given, so the trainer would stop at start; pass --data-dir DIR "
+                       "(ImageNet layout)")
     stem = os.path.splitext(os.path.basename(config))[0]
     output_dir = os.path.abspath(args.output_dir or os.path.join(repo, "runs", stem))
     data_dir = args.data_dir
@@ -180,6 +186,17 @@ def read_config(path, overrides=()):
         return to_dict(load_config(path, overrides))
     except ConfigError as e:
         raise JobError(f"--config {path}: {e}") from None
+
+
+def check_batches(doc, config, ranks):
+    """Each stage's global batch must split over the job's ranks, as the trainer checks at
+    start (schedules/batch.py's own rule and message)."""
+    batch = doc["batch"]
+    stages = batch["stages"] or [{"global_batch": doc["train"]["global_batch"]}]
+    try:
+        split_stages(stages, ranks, batch["mode"], batch["max_local_batch"])
+    except ScheduleError as e:
+        raise JobError(f"{config} on {ranks:,} ranks: {e}") from None
 
 
 def resolve_grid(comm, config, nodes, gpus):
@@ -352,14 +369,18 @@ def main(argv=None):
     if not args.out:
         sys.stdout.write(text)
         return 0
-    write_executable(args.out, text)
+    for path, content in ((args.out, text), (chain and chain_name(args.out), chain)):
+        try:
+            if path:
+                write_executable(path, content)
+        except OSError as e:
+            sys.exit(f"error: cannot write {path} ({e.strerror or e}); choose another -o FILE")
     nodes, gpus = job["nodes"], job["gpus"]
     grid = f"{gpus}x{nodes}" if job["grid"] == "auto" else f"{job['grid']} (from the config)"
     print(f"wrote {args.out}: {job['system'].name} {job['service']}, {nodes} node(s) x {gpus} = "
           f"{nodes * gpus} ranks, comm.grid {grid}, output {job['output_dir']}", file=sys.stderr)
     print(f"  submit: {submit_command(job, args.out)}", file=sys.stderr)
     if chain:
-        write_executable(chain_name(args.out), chain)
         print(f"wrote {chain_name(args.out)}: submits {args.out} {job['chain']} times, each "
               f"after the previous one ends; run: bash {chain_name(args.out)}", file=sys.stderr)
     if job["system"].scheduler != "none":

@@ -31,15 +31,7 @@ INSTALL = "GPU=1 make setup (requirements-gpu.txt), then source .venv/bin/gpu_en
 
 
 def _loads(*names):
-    for name in names:
-        if not name:
-            continue
-        try:
-            ctypes.CDLL(name)
-            return True
-        except OSError:
-            continue
-    return False
+    return _library(*names) is not None
 
 
 def check_gpu_stack(multi_rank):
@@ -59,6 +51,8 @@ def check_gpu_stack(multi_rank):
                             "libraries are not on the library path: module load cuda/12.x, "
                             "or where there is no CUDA module " + INSTALL + " (it then "
                             "installs them from PyPI)")
+    else:
+        problems += _cuda_initialised(nnabla_ext.cuda)
     if not _loads("libcudnn.so.8"):
         problems.append("libcudnn.so.8 (cuDNN 8, which nnabla-ext-cuda120 1.39 links) is not "
                         f"loadable: {INSTALL} (installs nvidia-cudnn-cu12 8.9 and puts it on "
@@ -71,11 +65,66 @@ def check_gpu_stack(multi_rank):
             problems.append("NCCL (libnccl.so.2) is not loadable for nnabla's communicator: "
                             f"{INSTALL} (sets NCCL_HOME), or module load nccl")
         ompi_home = os.environ.get("OMPI_HOME")
-        if not _loads(ompi_home and os.path.join(ompi_home, "lib", "libmpi.so"), "libmpi.so"):
+        libmpi = _library(ompi_home and os.path.join(ompi_home, "lib", "libmpi.so"),
+                          "libmpi.so")
+        if libmpi is None:
             problems.append("Open MPI's libmpi.so is not loadable for nnabla's communicator "
                             "(it dlopens $OMPI_HOME/lib/libmpi.so): source .venv/bin/gpu_env.sh "
                             "(sets OMPI_HOME), or export OMPI_HOME=<Open MPI or HPC-X ompi dir>")
+        elif not hasattr(libmpi, "ompi_mpi_comm_world"):
+            problems.append(f"{libmpi._name} is not Open MPI (no ompi_mpi_comm_world): nnabla's "
+                            "communicator needs Open MPI or HPC-X (not Intel MPI or MPICH); "
+                            "export OMPI_HOME=<Open MPI or HPC-X ompi dir>")
     return problems
+
+
+def _library(*names):
+    """The first of ``names`` that loads, as a ctypes library, or None."""
+    for name in names:
+        if name:
+            try:
+                return ctypes.CDLL(name)
+            except OSError:
+                continue
+    return None
+
+
+def _cuda_initialised(cuda):
+    """nnabla-ext-cuda logs a failed CUDA initialisation and imports anyway (init.pyx):
+    then no array class is registered and the first context fails obscurely."""
+    try:
+        ready = bool(cuda.array_classes()) and cuda.get_device_count() > 0
+    except Exception as e:      # the extension raises its own types here
+        return [f"CUDA does not initialise ({type(e).__name__}: {e}): check the driver "
+                "(nvidia-smi) and that the job was given GPUs (CUDA_VISIBLE_DEVICES)"]
+    if ready:
+        return []
+    return ["CUDA did not initialise (nnabla-ext-cuda registered no GPU arrays, or no GPU is "
+            "visible): check nvidia-smi, the driver's version (>= 525.60 for CUDA 12) and "
+            "CUDA_VISIBLE_DEVICES (empty when the job asked for no GPUs)"]
+
+
+# Ranks on this node as launchers export them (Open MPI, MPICH/Intel MPI, Slurm).
+LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE")
+
+
+def check_devices(environ=None, count=None):
+    """None, or one line if this node shows fewer GPUs than it runs ranks: nnabla's NCCL
+    set-up calls cudaSetDevice(local rank) first, and the ranks without a GPU would fail
+    while the others wait in ncclCommInitRank, which has no timeout."""
+    environ = os.environ if environ is None else environ
+    local = next((int(environ[v]) for v in LOCAL_SIZE_VARS
+                  if environ.get(v, "").strip().isdigit()), None)
+    if local is None:
+        return None
+    count = device_count() if count is None else count
+    if count >= local:
+        return None
+    hidden = environ.get("CUDA_VISIBLE_DEVICES")
+    return (f"this node runs {local} ranks but shows {count} GPU(s)"
+            + (f" (CUDA_VISIBLE_DEVICES={hidden})" if hidden is not None else "")
+            + ": one rank per GPU; start fewer ranks per node (mpirun --map-by ppr:"
+            f"{max(count, 1)}:node) or let every rank see the node's GPUs")
 
 
 def contexts(device, type_config, device_id=0):
