@@ -19,7 +19,10 @@ thread), assuming the batch size stays the same. When it changes, the queued bat
 drained and the stream is rewound (as in the Pillow loader),
 so ``state()`` always counts delivered samples only. A batch larger than the pipeline's
 ``max_batch_size`` rebuilds the pipeline (rare: batch-size control grows the batch a few
-times per run).
+times per run). The training loader makes every call on its pipeline (build, feed_input,
+schedule_run, outputs) on one thread of its own, never on the caller's: the caller only waits
+for a ready batch, and DALI's Python pipeline keeps per-call state, so it is driven from one
+thread only (DALI's maintainers advise against feeding and taking outputs on two).
 
 ``device="gpu"`` decodes on the rank's GPU (``mixed`` decoder, nvJPEG) and can copy the
 batch straight into nnabla arrays (``next_batch_into``, as nnabla-ext-cuda's DALI iterator
@@ -205,14 +208,18 @@ def copy_into(tensor_list, ndarray, ctx, rows=None):
     synchronised) and DALI writes into it, as nnabla-ext-cuda's ``DaliIterator`` does.
     ``rows``: a batch of that many samples fills the array's first rows (then the array is
     made current without write_only, so the other rows keep their contents)."""
+    host = isinstance(tensor_list, np.ndarray)    # already copied out of DALI (CPU DALI)
+    shape = tensor_list.shape if host else tensor_list.as_tensor().shape()
     want = (rows or ndarray.shape[0],) + tuple(ndarray.shape[1:])
-    if want != tuple(tensor_list.as_tensor().shape()):
-        raise ValueError(f"batch shape {tensor_list.as_tensor().shape()} does not match the "
-                         f"input array {want}")
+    if want != tuple(shape):
+        raise ValueError(f"batch shape {shape} does not match the input array {want}")
     dtype = np.float16 if "16" in str(tensor_list.dtype) else np.float32
     partial = rows is not None and rows < ndarray.shape[0]
     pointer = ndarray.data_ptr(dtype, ctx, write_only=not partial)
-    if type(tensor_list).__name__ == "TensorListGPU":
+    if host:
+        source = np.ascontiguousarray(tensor_list)      # (kept alive through the copy)
+        ctypes.memmove(pointer, source.ctypes.data, source.nbytes)
+    elif type(tensor_list).__name__ == "TensorListGPU":
         # on nnabla's stream (the legacy default stream, 0): after the kernels still reading
         # the previous batch, not on DALI's own stream with only a host wait (dali
         # tensors.pyi copy_to_external(ptr, cuda_stream, non_blocking))
@@ -244,11 +251,14 @@ class DaliTrainLoader(DeliveredPosition):
             self.stream.load_state(state)
         _dali()   # import now (~2 s, part of setup), and fail before training if it is missing
         self.feeder = _Feeder(listing)
-        # File reads and crop arithmetic run on this thread, overlapping the training step
-        # (nnabla releases the GIL in forward/backward); only feeding DALI stays on the caller.
+        # File reads and crop arithmetic run on `reader`, every pipeline call on `owner`; both
+        # overlap the training step (nnabla releases the GIL in forward/backward).
         self.reader = ThreadPoolExecutor(1)
+        self.owner = ThreadPoolExecutor(1)
+        self.host = device != "gpu"     # batches leave the owner thread as numpy arrays
         self.max_batch_size = max_batch_size
-        self.pipe = None
+        self.built = False
+        self.pipe = None            # touched on the owner thread only
         self.pending = deque()      # batches read (and the first `prefetch` fed), oldest first
         self._delivered_state = self.stream.state()
 
@@ -266,64 +276,95 @@ class DaliTrainLoader(DeliveredPosition):
         before = self.stream.state()
         indices, epochs = self.stream.take(batch_size)
         self.pending.append(SimpleNamespace(
-            size=batch_size, before=before, after=self.stream.state(), fed=False, paths=[],
+            size=batch_size, before=before, after=self.stream.state(), fed=None, out=None,
             labels=self.listing.labels[indices].reshape(-1, 1),
             read=self.reader.submit(self._prepare, indices, epochs)))
 
+    def _build(self, max_batch_size):
+        """(owner thread) A pipeline for batches up to ``max_batch_size``; the old one is
+        freed first, with its threads and buffers."""
+        self.pipe = None
+        self.pipe = train_pipeline(max_batch_size, **self.build_args)
+        self.pipe.build()
+
     def _feed(self, job):
-        job.paths, inputs = job.read.result()          # a read error surfaces here
+        """(owner thread) Hand a batch's inputs to DALI, which starts decoding it."""
+        paths, inputs = job.read.result()
         for name, value in inputs.items():
             self.pipe.feed_input(name, value)
         self.pipe.schedule_run()
-        job.fed = True
+        return paths
+
+    def _take(self, job):
+        """(owner thread) The batch DALI made for ``job``; a read error of its files (left in
+        ``job.fed``) or a decode error surfaces here, so at the batch it belongs to."""
+        out = self.feeder.outputs(self.pipe, job.fed.result())
+        return to_numpy(out) if self.host else out
+
+    def _ahead(self, batch_size):
+        """Queue work for the next batches: reads, feeds, and the next batch's outputs. On
+        the GPU path the caller calls this only after copying the previous batch out, since
+        DALI may reuse an output's buffers at the next ``outputs()``."""
+        while len(self.pending) < self.prefetch + 1:   # one more batch being read
+            self._submit(batch_size)
+        for job in list(self.pending)[:self.prefetch]:
+            if job.fed is None:     # DALI decodes these while the caller trains
+                job.fed = self.owner.submit(self._feed, job)
+        if self.pending[0].out is None:
+            self.pending[0].out = self.owner.submit(self._take, self.pending[0])
 
     def _rewind(self):
         """Drop the queued batches (their work is wasted) and rewind the stream to the first."""
         if not self.pending:
             return
         for job in self.pending:
-            if job.fed:
-                self.feeder.outputs(self.pipe, job.paths)
-            else:
+            if job.fed is None:
                 job.read.cancel() or job.read.exception()   # wait; a broken file recurs later
+            elif job.fed.exception() is None:       # fed: DALI's output must be drained
+                if job.out is None:
+                    job.out = self.owner.submit(self._take, job)
+                job.out.result()
         self.stream.load_state(self.pending[0].before)
         self.pending.clear()
 
     def _next(self, batch_size):
         if self.pending and self.pending[0].size != batch_size:
             self._rewind()
-        if self.pipe is None or batch_size > self.max_batch_size:
+        if not self.built or batch_size > self.max_batch_size:
             self._rewind()
             self.max_batch_size = max(batch_size, self.max_batch_size or 0)
-            self.pipe = train_pipeline(self.max_batch_size, **self.build_args)
-            self.pipe.build()
-        while len(self.pending) < self.prefetch + 1:   # one more batch being read
-            self._submit(batch_size)
-        for job in list(self.pending)[:self.prefetch]:
-            if not job.fed:         # DALI decodes these while the caller trains
-                self._feed(job)
+            self.owner.submit(self._build, self.max_batch_size).result()
+            self.built = True
+        self._ahead(batch_size)
         job = self.pending.popleft()
-        out = self.feeder.outputs(self.pipe, job.paths)
-        self._submit(batch_size)
+        out = job.out.result()
         self._delivered_state = job.after
         return out, job.labels
 
     def next_batch(self, batch_size):
         out, labels = self._next(batch_size)
-        return to_numpy(out), labels
+        if not self.host:
+            out = to_numpy(out)
+        self._ahead(batch_size)
+        return out, labels
 
     def next_batch_into(self, image, label, batch_size, ctx):
         """Fill nnabla arrays ``image``/``label`` (``Variable.data``) on ``ctx`` in place."""
         out, labels = self._next(batch_size)
-        copy_into(out, image, ctx)
+        copy_into(out, image, ctx)      # synchronous: DALI may reuse `out` from now on
         label.cast(np.int32)[...] = labels
+        self._ahead(batch_size)
 
     def close(self):
+        if self.owner is None:
+            return
         for job in self.pending:    # (shutdown's cancel_futures needs Python 3.9)
             job.read.cancel()
+        self.owner.submit(setattr, self, "pipe", None)   # DALI frees its threads and buffers
+        self.owner.shutdown(wait=True)
         self.reader.shutdown(wait=True)
+        self.owner = None
         self.pending.clear()
-        self.pipe = None    # DALI frees its threads and buffers with the pipeline
 
 
 class DaliValLoader:

@@ -1,5 +1,6 @@
 """The DALI loaders on real JPEG files (CPU pipelines of each pinned DALI: 2.4, 1.53, 1.35)."""
 import os
+import threading
 
 import nnabla as nn
 import numpy as np
@@ -9,7 +10,7 @@ from PIL import Image
 from data.dali_loader import DaliTrainLoader, DaliValLoader
 from data.imagefolder import DataError, Listing, list_imagenet, list_split
 from data.pil_loader import MEAN, STD, PilTrainLoader, PilValLoader
-from data.sampler import padded_epoch_length
+from data.sampler import padded_epoch_length, stream_for
 
 LOW, HIGH = (0 - MEAN.max()) / STD.min(), (255 - MEAN.min()) / STD.min()
 
@@ -225,3 +226,66 @@ def test_a_broken_file_is_named_with_the_fix(tmp_path):
         val = DaliValLoader(listing, 16, batch_size=2)
         with pytest.raises(DataError, match=name):
             list(val)
+
+
+def test_the_training_thread_makes_no_dali_pipeline_call(toy_dir, monkeypatch):
+    """Every pipeline call (build, feed_input, schedule_run, outputs, ...) happens on the
+    loader's own thread, also across batch-size changes, a rebuild and close()."""
+    from data import dali_loader
+    calls = []
+    real = dali_loader.train_pipeline
+
+    def recorded(*args, **kwargs):
+        calls.append(("create", threading.get_ident()))
+        pipe = real(*args, **kwargs)
+        for name in ("build", "feed_input", "schedule_run", "outputs", "share_outputs",
+                     "release_outputs", "run"):
+            def call(*a, _method=getattr(pipe, name), _name=name, **kw):
+                calls.append((_name, threading.get_ident()))
+                return _method(*a, **kw)
+            setattr(pipe, name, call)
+        return pipe
+
+    monkeypatch.setattr(dali_loader, "train_pipeline", recorded)
+    train, _ = list_imagenet(toy_dir)
+    from nnabla.ext_utils import get_extension_context
+    ctx = get_extension_context("cpu")
+    image, label = nn.NdArray((9, 3, 16, 16)), nn.NdArray((9, 1))
+    loader = DaliTrainLoader(train, 16, seed=3)
+    for size in (6, 6, 4, 9):                      # a rewind, then a rebuild
+        loader.next_batch(size)
+    loader.next_batch_into(image, label, 9, ctx)
+    loader.close()
+    names = {name for name, _ in calls}
+    assert {"create", "build", "feed_input", "schedule_run", "outputs"} <= names, names
+    assert [name for name, _ in calls].count("create") == 2        # the rebuild happened
+    threads = {thread for _, thread in calls}
+    assert threading.get_ident() not in threads and len(threads) == 1, calls
+
+
+@pytest.mark.parametrize("broken", ["empty.JPEG", "truncated.JPEG"])   # read / decode error
+def test_a_broken_file_fails_at_the_batch_it_belongs_to(tmp_path, broken):
+    """Batches before the broken file's are delivered; its own batch raises the one-line
+    error naming it; state() stays at the last delivered batch."""
+    write_broken(tmp_path / "src")
+    folder = tmp_path / "set" / "train" / "a"
+    folder.mkdir(parents=True)
+    for good in range(11):
+        os.link(tmp_path / "src" / "ok.JPEG", folder / f"{good:02}.JPEG")
+    os.link(tmp_path / "src" / broken, folder / broken)
+    listing = list_split(str(tmp_path / "set"), "train")
+    bad = listing.files.index(str(folder / broken))
+    for seed in range(50):                          # a seed that puts it in batch 3 or later
+        stream = stream_for(listing, 0, 1, seed)
+        batches = [stream.take(2)[0] for _ in range(6)]
+        at = next(k for k, b in enumerate(batches) if bad in b)
+        if at >= 3:
+            break
+    loader = DaliTrainLoader(listing, 16, seed=seed)
+    for k in range(at):
+        loader.next_batch(2)
+    delivered = loader.state()
+    with pytest.raises(DataError, match=broken):
+        loader.next_batch(2)
+    assert loader.state() == delivered == {"epoch": 0, "offset": 2 * at}
+    loader.close()
