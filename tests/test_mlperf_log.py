@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO
 from mlperf_check import comparable, compliance_failures, mllog_lines
-from train_resnet50 import crossed
+from schedules.clock import Clock, crossed
 from training.config import load_config
 from training.mlperf_log import FILE, TOKEN, MLPerfLog, next_eval_epoch, truncate
 
@@ -44,10 +44,10 @@ def test_log_jsonl_is_cut_the_same_way(tmp_path):
 
 # --- the evaluation cadence ------------------------------------------------------------------
 def test_crossed_with_a_first_epoch_gives_mlperfs_cadence():
-    epochs = [i * 0.3 for i in range(40)]                   # progress after each update
-    hits = [round(b, 1) for b, a in zip(epochs, epochs[1:]) if crossed(b, a, 4.0, 2.0)]
+    samples = [i * 3 for i in range(40)]      # progress after each update; epochs of 10
+    hits = [b / 10 for b, a in zip(samples, samples[1:]) if crossed(b, a, 4.0, 2.0, 10)]
     assert hits == [1.8, 5.7, 9.9]                           # just before epochs 2, 6, 10
-    plain = [round(b, 1) for b, a in zip(epochs, epochs[1:]) if crossed(b, a, 4.0)]
+    plain = [b / 10 for b, a in zip(samples, samples[1:]) if crossed(b, a, 4.0, None, 10)]
     assert plain == [3.9, 7.8]                               # the default: multiples of 4
 
 
@@ -78,6 +78,7 @@ def write_a_run(out, cfg, kill_at=None, checkpoint=None):
     from schedules.schedule import TrainingSchedule
     schedule = TrainingSchedule.from_config(cfg, epoch_length=100, world_size=1)
     epoch = lambda step: schedule.plan.epoch_before(step)  # noqa: E731
+    clock = Clock.from_config(cfg, schedule)
     evals, first = [], 0
     for resume in (None, checkpoint):
         log = MLPerfLog(str(out), cfg, 1, resume_step=resume)
@@ -85,9 +86,10 @@ def write_a_run(out, cfg, kill_at=None, checkpoint=None):
         evals = [e for e in evals if resume is None or e[1] <= resume]
         for step in range(resume or 0, schedule.total_steps):
             before, now, last = epoch(step), epoch(step + 1), step + 1 == schedule.total_steps
-            if crossed(before, now, 1.0):
+            events = clock.events(step + 1)
+            if events.epoch_end:
                 log.epoch_stop(step + 1, now)
-            evaluate = last or crossed(before, now, cfg.eval.every_epochs, cfg.eval.first_epoch)
+            evaluate = events.evaluate
             if evaluate:
                 log.eval_start(step + 1, now)
                 evals.append([now, step + 1, 0.0, now / 5, 1.0])

@@ -8,6 +8,7 @@ import nnabla as nn
 import numpy as np
 
 from .progress import format_seconds
+from .runlog import EvalResult
 from .run_state import checkpoint_dir
 
 
@@ -29,17 +30,19 @@ def write_param_digest(run):
     os.replace(path + ".tmp", path)
 
 
-def finish_run(run, step, stage, lr, status, signal_name=None):
-    """``status``: "completed", "stopped" (a signal; checkpointed) or "diverged: ..."."""
+def finish_run(run, result):
+    """``run``: the Trainer; ``result``: its RunResult, whose ``status`` is "completed",
+    "stopped" (a signal; checkpointed) or "diverged: ..."."""
+    step, stage, lr, status, signal_name = result
     plan, meters, log = run.schedule.plan, run.meters, run.log
     wall, train_s = meters.elapsed(), max(meters.train_seconds(), 1e-9)
     epochs = plan.samples_before(step) / plan.epoch_length
     rate = plan.samples_before(step) / train_s
-    final = log.evals[-1] if log.evals else [None] * 5
+    final = log.evals[-1] if log.evals else EvalResult(None, None, None, None, None)
     event = {"completed": "end", "stopped": "stop"}.get(status, "error")
     batch = stage.global_batch if stage else None
-    log.write(event, epoch=epochs, step=step, elapsed_s=wall, val_top1=final[3],
-              val_top5=final[4], lr=lr, global_batch=batch, images_per_s=rate, status=status,
+    log.write(event, epoch=epochs, step=step, elapsed_s=wall, val_top1=final.top1,
+              val_top5=final.top5, lr=lr, global_batch=batch, images_per_s=rate, status=status,
               **({"signal": signal_name} if signal_name else {}))
     summary = log.summary(
         wall_time_s=wall, epochs=epochs, steps=step, total_steps=run.schedule.total_steps,

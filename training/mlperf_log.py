@@ -33,7 +33,7 @@ import sys
 from mlperf_logging.mllog import mllog
 from mlperf_logging.mllog import constants as K
 
-from .runlog import rewrite_lines
+from .runlog import EvalResult, rewrite_lines
 
 FILE = "mlperf.log"
 TOKEN = ":::MLLOG "
@@ -203,9 +203,10 @@ class MLPerfLog:
                         epoch_num=math.floor(epoch_now + 1e-9) + 1)
 
     def run_stop(self, step, trainer_status, evals):
-        """``evals``: the run's evaluation history ([epoch, step, elapsed, top1, top5], ...)."""
+        """``evals``: the run's evaluation history (runlog.EvalResult, oldest first)."""
         target = self.cfg.mlperf.target_top1
-        reached = any(e[3] is not None and e[3] >= target for e in evals)
+        reached = any(e.top1 is not None and e.top1 >= target
+                      for e in (EvalResult(*row) for row in evals))
         self._write("end", K.RUN_STOP, None, step,
                     status=K.SUCCESS if reached else K.ABORTED, trainer_status=trainer_status)
 

@@ -11,6 +11,7 @@ the model must be the same; the global batch schedule too (then another world si
 """
 import hashlib
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -98,18 +99,26 @@ def make_meta(cfg, world_size, loader_state, meters, evals, loss_scale=None, dat
                                                            loss_scale.good_steps]}
 
 
+class FoundCheckpoint(NamedTuple):
+    """A checkpoint to resume from: its file, its arrays and its metadata."""
+    path: str
+    arrays: dict
+    meta: dict
+
+
 def find(resume, output_dir, warn):
-    """(path, arrays, meta) to resume from, or None to start fresh.
+    """The FoundCheckpoint to resume from, or None to start fresh.
 
     ``resume`` is "latest" (the newest loadable checkpoint in the output dir, or a fresh start
     if there is none, so every job of a chain runs the same command) or a file path.
     """
     if resume == "latest":
         try:
-            return checkpoint.load_latest(checkpoint_dir(output_dir), warn=warn,
-                                          required=META_KEYS)
+            found = checkpoint.load_latest(checkpoint_dir(output_dir), warn=warn,
+                                           required=META_KEYS)
         except checkpoint.CheckpointError as e:
             raise ResumeError(str(e)) from None
+        return None if found is None else FoundCheckpoint(*found)
     if not os.path.isfile(resume):
         raise ResumeError(f"--resume {resume}: no such checkpoint file; pass --resume alone for "
                           f"the latest in {checkpoint_dir(output_dir)}")
@@ -117,7 +126,7 @@ def find(resume, output_dir, warn):
         arrays, meta = checkpoint.load(resume, META_KEYS)
     except checkpoint.CheckpointError as e:
         raise ResumeError(f"{e}; pass an older file from {os.path.dirname(resume)}") from None
-    return resume, arrays, meta
+    return FoundCheckpoint(resume, arrays, meta)
 
 
 def _global_schedule(config):

@@ -22,6 +22,7 @@ event files in OUTPUT_DIR/tb/ (training/tensorboard.py).
 import json
 import math
 import os
+from typing import NamedTuple
 
 CORE_KEYS = ("event", "epoch", "step", "elapsed_s", "train_loss", "val_top1", "val_top5",
              "global_batch", "lr", "images_per_s")
@@ -35,6 +36,15 @@ def _clean(value):
     return value
 
 
+class EvalResult(NamedTuple):
+    """One evaluation, as the run's history keeps it (a list of five in a checkpoint)."""
+    epoch: float
+    step: int
+    elapsed_s: float
+    top1: float
+    top5: float
+
+
 class RunLog:
     def __init__(self, output_dir, enabled=True, thresholds=(), append=False, evals=(),
                  tensorboard=False):
@@ -42,7 +52,7 @@ class RunLog:
         self.path = os.path.join(output_dir, "log.jsonl")
         self.summary_path = os.path.join(output_dir, "summary.json")
         self.thresholds = sorted(thresholds)
-        self.evals = [list(e) for e in evals]   # [epoch, step, elapsed_s, top1, top5]
+        self.evals = [EvalResult(*e) for e in evals]   # a checkpoint stores them as lists
         self._file = None
         self._sinks = []
         if enabled:
@@ -57,8 +67,8 @@ class RunLog:
         record.update(fields)
         record["event"] = event
         if event == "eval":
-            self.evals.append([record["epoch"], record["step"], record["elapsed_s"],
-                               record["val_top1"], record["val_top5"]])
+            self.evals.append(EvalResult(record["epoch"], record["step"], record["elapsed_s"],
+                                         record["val_top1"], record["val_top5"]))
         if self._file:
             cleaned = {k: _clean(v) for k, v in record.items()}
             self._file.write(json.dumps(cleaned) + "\n")
@@ -70,16 +80,16 @@ class RunLog:
     def summary(self, **fields):
         """The end-of-run digest: accuracies, time to each top-1 threshold, plus ``fields``."""
         final = self.evals[-1] if self.evals else None
-        best = max(self.evals, key=lambda e: e[3]) if self.evals else None
+        best = max(self.evals, key=lambda e: e.top1) if self.evals else None
         time_to = {}
         for t in self.thresholds:
-            hit = next((e for e in self.evals if e[3] >= t), None)
-            time_to[f"{t:g}"] = hit[2] if hit else None
+            hit = next((e for e in self.evals if e.top1 >= t), None)
+            time_to[f"{t:g}"] = hit.elapsed_s if hit else None
         out = {
-            "final_val_top1": final[3] if final else None,
-            "final_val_top5": final[4] if final else None,
-            "best_val_top1": best[3] if best else None,
-            "best_val_top1_epoch": best[0] if best else None,
+            "final_val_top1": final.top1 if final else None,
+            "final_val_top5": final.top5 if final else None,
+            "best_val_top1": best.top1 if best else None,
+            "best_val_top1_epoch": best.epoch if best else None,
             "time_to_top1": time_to,
         }
         out.update(fields)
