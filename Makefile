@@ -13,13 +13,14 @@ BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 # --bind-to none: a rank's decoding threads may use any core, not the one it was bound to
 MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
-.PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test bench bench-comm \
+.PHONY: setup toy-data quick train report dry-run dry-run-paper dry-run-lars test bench bench-comm \
 	bench-data clean help simulate sim-calibrate gpu-selfcheck experiment-batch-control \
 	cluster-up cluster-down cluster-train cluster-bench
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
 	@echo "make test      set up and run the test suite"
+	@echo "make quick     a first run in under a minute: 3 epochs on 2 ranks into runs/quick"
 	@echo "make report    tables, plots and report.md of the run in $(OUT), into $(OUT)/report"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
 	@echo "make dry-run-paper  print the 34K -> 68K schedule of configs/paper_224s.yaml on 2,176 GPUs"
@@ -43,6 +44,11 @@ setup:
 toy-data: setup
 	@if [ ! -f $(TOY)/.complete ]; then \
 	  rm -rf $(TOY) && $(PY) -m data.toy_imagenet $(TOY) && touch $(TOY)/.complete; fi
+
+# A first run in under a minute: make train's recipe cut to 3 epochs on 2 ranks (configs/cpu_quick.yaml).
+quick: toy-data
+	$(MPIRUN) -np 2 $(PY) train_resnet50.py --config configs/cpu_quick.yaml --data-dir $(TOY) \
+	  --output-dir runs/quick --overwrite --set comm.grid=1x2
 
 train: toy-data
 	$(MPIRUN) -np $(NP) $(PY) train_resnet50.py --config $(CONFIG) --data-dir $(TOY) \
