@@ -13,22 +13,26 @@ BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 # --bind-to none: a rank's decoding threads may use any core, not the one it was bound to
 MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
-.PHONY: setup toy-data quick train report dry-run dry-run-paper dry-run-lars test bench bench-comm \
-	bench-data clean help simulate sim-calibrate gpu-selfcheck experiment-batch-control \
-	cluster-up cluster-down cluster-train cluster-bench
+.PHONY: setup toy-data quick train report dry-run dry-run-paper dry-run-lars test test-fast golden-update \
+	test-other-python bench bench-comm bench-data bench-data-scale clean help simulate sim-calibrate \
+	gpu-selfcheck experiment-batch-control cluster-up cluster-down cluster-train cluster-bench
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
 	@echo "make test      set up and run the test suite"
 	@echo "make quick     a first run in under a minute: 3 epochs on 2 ranks into runs/quick"
+	@echo "make test-fast the in-process tests only (no mpirun, root or training; tests/README.md)"
+	@echo "make golden-update  rewrite the stored loss curve after a deliberate numerics change"
+	@echo "make test-other-python VENV=.venv39 PYTHON=.../python3.9  CI's subset on another Python"
 	@echo "make report    tables, plots and report.md of the run in $(OUT), into $(OUT)/report"
 	@echo "make dry-run   print the plan of configs/resnet50_imagenet.yaml (full-size model)"
 	@echo "make dry-run-paper  print the 34K -> 68K schedule of configs/paper_224s.yaml on 2,176 GPUs"
 	@echo "make dry-run-lars   the LARS recipes from MLPerf's convergence points on 2,176 GPUs"
 	@echo "make experiment-batch-control  the paper's claim on the toy set: 3 arms x 3 seeds (~20 min)"
 	@echo "make bench-data  images/s of the DALI and Pillow loaders, data wait in training"
+	@echo "make bench-data-scale  (root) ImageNet's shape: official tars -> packed, dry run, staging on 4 emulated nodes"
 	@echo "make setup     create $(VENV) with Python 3.8-3.10 and pinned dependencies"
-	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png"
+	@echo "make simulate  scale model: the paper's runs predicted, the scaling table, docs/scale_model.png, the MLPerf validation"
 	@echo "make sim-calibrate  fit the model's alpha/beta on this machine's MPI (SIM_JSON=bench lines)"
 	@echo "make bench     run every benchmark (bench-comm, bench-data)"
 	@echo "make gpu-selfcheck  does the GPU path work here? (a verdict per item; without a GPU: REHEARSED on CPU ranks)"
@@ -41,9 +45,15 @@ help:
 setup:
 	@bash tools/setup_env.sh $(VENV)
 
+# A directory is removed only when it is a toy set written here (data/toy_imagenet.py's marker
+# file) or empty: TOY=/some/dir never deletes someone's data.
+TOY_GUARD = if [ -z "$(strip $(TOY))" ]; then echo "error: TOY is empty: name the toy set's directory, e.g. TOY=data/toy" >&2; exit 1; fi; \
+	if [ -e "$(TOY)" ] && [ ! -f "$(TOY)/.toy_imagenet" ] && [ ! -f "$(TOY)/.complete" ] && [ -n "$$(ls -A "$(TOY)" 2>/dev/null)" ]; then \
+	  echo "error: $(TOY) is not a toy set make wrote (no $(TOY)/.toy_imagenet), so it is left alone: choose another TOY=DIR, or train on your own data with train_resnet50.py --data-dir DIR" >&2; exit 1; fi
+
 toy-data: setup
-	@if [ ! -f $(TOY)/.complete ]; then \
-	  rm -rf $(TOY) && $(PY) -m data.toy_imagenet $(TOY) && touch $(TOY)/.complete; fi
+	@$(TOY_GUARD); if [ ! -f "$(TOY)/.complete" ]; then \
+	  rm -rf "$(TOY)" && $(PY) -m data.toy_imagenet "$(TOY)" && touch "$(TOY)/.complete"; fi
 
 # A first run in under a minute: make train's recipe cut to 3 epochs on 2 ranks (configs/cpu_quick.yaml).
 quick: toy-data
@@ -77,7 +87,33 @@ experiment-batch-control: toy-data
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+# The everyday tier (tests/README.md): no subprocess or mpirun, no root, no training.
+FAST := not procs and not root and not train
+test-fast: setup
+	$(PY) -m pytest tests -m "$(FAST)" $(PYTEST_ARGS)
+
+# Rewrite the stored loss curve from a fresh run (tests/README.md, "The stored loss curve").
+golden-update: setup
+	$(PY) -m pytest tests/test_loss_curve.py --golden-update -k repeats_the_stored_loss_curve
+	@echo "rewrote tests/golden/cpu_demo_1rank/loss_curve.jsonl: review the diff before committing"
+
+# What CI runs on the other interpreters the setup accepts (3.9: DALI 1.53, 3.8: DALI 1.35),
+# each in its own venv: the DALI and Pillow loaders, a short training run with the trainer's
+# one-line errors, a resume. E.g. make test-other-python VENV=.venv39 PYTHON=/path/to/python3.9
+OTHER_PYTHON_TESTS ?= tests/test_dali_loader.py tests/test_pil_loader.py tests/test_trainer.py \
+	tests/test_resume.py::test_sigkill_mid_epoch_then_resume_ends_bitwise_identical
+test-other-python: setup
+	$(PY) -m pytest $(OTHER_PYTHON_TESTS) $(PYTEST_ARGS)
+
 bench: bench-comm bench-data
+
+# ImageNet's shape end to end (docs/data.md "At ImageNet's scale"): generates the official
+# archives once (~2 GB of tiny images in BENCH_DATA_DIR), prepares, dry-runs, stages across an
+# emulated cluster (root). BENCH_DATA_SCALE_ARGS=--small for a quick rehearsal.
+BENCH_DATA_DIR ?= runs/bench_data_scale
+BENCH_DATA_SCALE_ARGS ?=
+bench-data-scale: setup
+	$(PY) -m tools.bench_data_scale --dir $(BENCH_DATA_DIR) $(BENCH_DATA_SCALE_ARGS)
 
 bench-comm: setup
 	@mkdir -p runs
@@ -90,6 +126,7 @@ simulate: setup
 	$(PY) -m tools.simulate paper
 	$(PY) -m tools.simulate table
 	$(PY) -m tools.simulate plot --out docs/scale_model.png
+	$(PY) -m tools.simulate validate --plot docs/scale_model_validation.png
 
 sim-calibrate: setup
 	@mkdir -p $(dir $(SIM_JSON))
@@ -133,4 +170,4 @@ bench-data: toy-data
 	$(PY) tools/bench_data.py --toy-dir $(TOY)
 
 clean:
-	rm -rf runs $(TOY) .pytest_cache
+	@$(TOY_GUARD); rm -rf runs "$(TOY)" .pytest_cache

@@ -18,6 +18,7 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("NNABLA_CONFIG_FILE_PATH", os.path.join(REPO, "nnabla.conf"))
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
@@ -27,6 +28,7 @@ import numpy as np  # noqa: E402
 import nnabla as nn  # noqa: E402
 
 from comm import CommError, create as create_communicator, launched_by_mpi  # noqa: E402
+from comm import job  # noqa: E402
 from data.build import build_loaders, list_data  # noqa: E402
 from data.imagefolder import DataError  # noqa: E402
 from data.sampler import padded_epoch_length  # noqa: E402
@@ -34,8 +36,10 @@ from models.resnet import ResNet, count_parameters  # noqa: E402
 from schedules.batch import ScheduleError  # noqa: E402
 from schedules.schedule import TrainingSchedule  # noqa: E402
 from training import loss_scaling, run_state  # noqa: E402
+from training.checkpoint import CheckpointError  # noqa: E402
 from training.config import ConfigError, dump_yaml, load_config, to_dict  # noqa: E402
-from training.device import Exchange, backward, check_gpu_stack, contexts  # noqa: E402
+from training.device import (Exchange, LossSum, backward, check_devices,  # noqa: E402
+                             check_gpu_stack, contexts)
 from training.dry_run import (IMAGENET_TRAIN_IMAGES, preset_for, print_gpu_plan,  # noqa: E402
                               print_plan, print_predictions)
 from training.evaluate import average_bn_statistics, evaluate  # noqa: E402
@@ -44,6 +48,7 @@ from training.graphs import TrainGraphs, build_val_graph  # noqa: E402
 from training.meters import Meters  # noqa: E402
 from training.mlperf_log import MLPerfLog  # noqa: E402
 from training.optim import Optimizer  # noqa: E402
+from training.output_dir import OutputDirError, RunLock, check_path, run_files  # noqa: E402
 from training.progress import Progress, format_seconds  # noqa: E402
 from training.runlog import RunLog, truncate_log  # noqa: E402
 from training.signals import StopRequest  # noqa: E402
@@ -62,7 +67,11 @@ def parse_args(argv):
                    help="continue from the latest checkpoint in the output dir (a fresh start "
                         "if there is none), or from the given checkpoint file")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a previous run in the output dir instead of refusing")
+                   help="start afresh in an output dir that holds a run: its files move into "
+                        "OUTPUT_DIR/replaced-<time>/ (nothing is deleted)")
+    p.add_argument("--accept-changes", action="store_true",
+                   help="--resume a checkpoint trained with another data set, precision, world "
+                        "size or schedule (refused without it); the changes are listed")
     p.add_argument("--dry-run", action="store_true",
                    help="build the model, schedule and data listing, print the plan, exit")
     p.add_argument("--world-size", type=int, metavar="N",
@@ -86,13 +95,26 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+# The trainer's own errors: each message is one line naming the problem and the fix.
+USER_ERRORS = (ConfigError, DataError, ScheduleError, run_state.ResumeError, CommError,
+               CheckpointError, OutputDirError)
+
+
 def fail(message, comm=None):
-    """One line that names the problem and the fix, then a non-zero exit. Given a
+    """The problem (one line; a few when it lists files), then a non-zero exit. Given a
     communicator of several ranks it ends the whole job: a rank that exited alone would
     leave the others waiting in their next collective."""
+    text = "\n".join(f"error: {line}" for line in str(message).splitlines())
     if comm is not None and comm.size > 1:
-        comm.abort(f"error: {message}")
-    sys.exit(f"error: {message}")
+        job.run_at_abort()
+        comm.abort(text)
+    sys.exit(text)
+
+
+def os_error_line(e):
+    """An OSError of the file system (full disk, quota, read-only, I/O) as one line."""
+    where = f" {e.filename}" if e.filename else ""
+    return f"cannot write or read{where}: {e.strerror or e}; check the disk and its free space"
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -117,6 +139,10 @@ def check_and_plan(args, cfg, comm, output_dir, say):
     batch schedule for this world size, the checkpoint to resume, the output dir. Each
     problem ends the job with one line. Returns (listing, schedule, world_size, resume)."""
     rank0 = comm.rank == 0
+    if not args.dry_run:
+        check_path(output_dir)
+    if args.accept_changes and not args.resume:
+        fail("--accept-changes qualifies --resume: add --resume, or drop it")
     if not args.dry_run and (args.world_size or args.local_size or args.plot_schedule
                              or args.preset):
         fail("--world-size, --local-size, --plot-schedule and --preset plan a run: add --dry-run "
@@ -133,6 +159,9 @@ def check_and_plan(args, cfg, comm, output_dir, say):
             listing = list_data(cfg.data)
         except DataError as e:
             fail(str(e), comm)
+    if listing is not None and len(listing[0].classes) < 2:
+        fail(f"the data set has {len(listing[0].classes)} class ({listing[0].root}): a "
+             "classifier needs at least 2 class folders", comm)
     if cfg.model.num_classes is None:
         if listing is None:
             fail("model.num_classes is not set and no --data-dir was given to count classes; "
@@ -154,25 +183,30 @@ def check_and_plan(args, cfg, comm, output_dir, say):
         fail(f"{e} (for {world_size:,} ranks)", comm)
     resume = None
     if args.resume:
-        try:
-            resume = run_state.find(args.resume, output_dir, warn=say)
-            if resume is not None:
-                run_state.check_compatible(resume[2], cfg, comm.size)
-        except run_state.ResumeError as e:
-            fail(str(e), comm)
+        resume = run_state.find(args.resume, output_dir, warn=say)
+        if resume is not None:
+            accepted = run_state.check_compatible(
+                resume[2], cfg, comm.size, run_state.data_identity(listing[0]),
+                args.accept_changes)
+            for change in accepted:
+                say(f"resume: --accept-changes: the checkpoint was trained with {change}")
         if resume is None:
             say(f"resume: no checkpoint in {run_state.checkpoint_dir(output_dir)}: "
                 "starting from the beginning")
-    elif not args.dry_run and not args.overwrite and os.path.exists(
-            os.path.join(output_dir, "log.jsonl")):
+    elif not args.dry_run and not args.overwrite and set(run_files(output_dir)) & {
+            "log.jsonl", "checkpoints", "summary.json"}:
         fail(f"{output_dir} already holds a run; pass --resume to continue it, --overwrite to "
-             "replace it, or choose another --output-dir", comm)
-    if not args.dry_run and rank0:
-        try:     # an --overwrite, or a --resume with nothing to resume, starts from scratch
-            run_state.prepare_output_dir(output_dir, clear=args.overwrite or (
-                args.resume is not None and resume is None))
-        except run_state.ResumeError as e:
-            fail(str(e), comm)
+             "start afresh (the old run is moved aside), or choose another --output-dir", comm)
+    if not args.dry_run and rank0:     # one run per output dir, then the dir itself
+        lock = RunLock(output_dir, say).acquire() if os.path.isdir(output_dir) else None
+        # an --overwrite, or a --resume with nothing to resume, starts from scratch
+        moved = run_state.prepare_output_dir(output_dir, replace=args.overwrite or (
+            args.resume is not None and resume is None))
+        lock = lock or RunLock(output_dir, say).acquire()
+        job.at_abort(lock.release)
+        atexit.register(lock.release)
+        if moved:
+            say(f"output dir: the previous run's files moved to {moved}")
     comm.barrier()   # every rank has passed the checks before rank 0 writes anything
 
     return listing, schedule, world_size, resume
@@ -180,7 +214,19 @@ def check_and_plan(args, cfg, comm, output_dir, say):
 
 # --- main ----------------------------------------------------------------------------------
 def main(argv=None):
-    args = parse_args(argv)
+    """Run; the trainer's own errors and file-system errors end as one line (the whole job
+    under mpirun); any other exception, in any thread, names rank and host and aborts."""
+    job.abort_on_uncaught()
+    state = SimpleNamespace(comm=None)
+    try:
+        return train(parse_args(argv), state)
+    except USER_ERRORS as e:
+        fail(str(e), state.comm)
+    except OSError as e:
+        fail(os_error_line(e), state.comm)
+
+
+def train(args, state):
     try:
         cfg = load_config(args.config, args.set + (["device=gpu"] if args.rehearse_gpu else []))
     except ConfigError as e:
@@ -188,7 +234,8 @@ def main(argv=None):
     if args.data_dir:
         cfg.data.dir = args.data_dir
     recipe = os.path.splitext(os.path.basename(args.config or "default"))[0]
-    output_dir = args.output_dir or os.path.join("runs", recipe)
+    output_dir = (args.output_dir if args.output_dir is not None
+                  else os.path.join("runs", recipe))
     rehearse = args.rehearse_gpu     # implies device=gpu (set above, before the checks)
     if rehearse:
         if args.dry_run:
@@ -209,6 +256,10 @@ def main(argv=None):
     # (CPU, numpy) or on nnabla's NCCL communicator (GPU, NdArrays); NCCL picks the device.
     ctx, float_ctx = gpu_contexts() if gpu else contexts("cpu", cfg.type_config)
     nccl = gpu and launched_by_mpi()
+    problem = check_devices() if nccl and not rehearse else None
+    if problem:     # nnabla's init would fail on some ranks and hang the others
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        job.abort_job(1)
     try:
         comm = create_communicator(
             cfg.comm.algorithm, cfg.comm.grid, backend="nccl" if nccl else "mpi",
@@ -217,8 +268,10 @@ def main(argv=None):
             **({"ctx": ctx} if nccl else {}),
             **({"nnabla_communicator": rehearsal.MultiProcessDataParallelCommunicator}
                if nccl and rehearse else {}))
-    except CommError as e:
-        fail(str(e))
+    except CommError as e:     # may differ between ranks (size, devices): end every rank
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        job.abort_job(1)
+    state.comm = comm
     if gpu:     # the rank's GPU: its local rank on the node, as nnabla-examples do
         ctx, float_ctx = gpu_contexts(comm.local_rank)
     rank0 = comm.rank == 0
@@ -268,8 +321,10 @@ def main(argv=None):
     optimizer = Optimizer(params, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.optimizer,
                           cfg.optim.lars_coefficient, cfg.optim.lars_eps, float_ctx)
     all_params = {**params, **statistics}
-    exchange = Exchange(comm, params, cfg.comm.backward_callback)
+    exchange = Exchange(comm, params, cfg.comm.backward_callback, float_ctx)
     half = cfg.type_config == "half"
+    loss_sum = LossSum(float_ctx)
+    probe = optimizer.grads_probe(float_ctx) if half else None
     scale = loss_scaling.LossScale(cfg.loss_scale.initial) if half else None
 
     # --- start fresh, or continue exactly where the checkpoint left off -------------------
@@ -294,18 +349,23 @@ def main(argv=None):
         comm.bcast(exchange.arrays(all_params.values(), grad=False), root=0)  # all start alike
 
     train_set, val_set = listing
-    loader, val_loader = build_loaders(
-        cfg.data, train_set, val_set, seed=cfg.train.seed, val_batch_size=cfg.eval.batch_size,
-        shard_id=comm.rank, num_shards=comm.size, channel_last=cfg.model.channel_last,
-        half=half, device_id=comm.local_rank, state=meta and meta["stream"])
-    meters = Meters(**(meta["meters"] if meta else {}))
+    try:
+        loader, val_loader = build_loaders(
+            cfg.data, train_set, val_set, seed=cfg.train.seed, val_batch_size=cfg.eval.batch_size,
+            shard_id=comm.rank, num_shards=comm.size, channel_last=cfg.model.channel_last,
+            half=half, device_id=comm.local_rank, state=meta and meta["stream"],
+            ranks_per_node=comm.local_size)
+    except DataError as e:      # e.g. data.shuffle=node on a node that lacks its shards
+        fail(str(e), comm)
     if rank0:
         with open(os.path.join(output_dir, "config.yaml.tmp"), "w") as f:
             f.write(dump_yaml(cfg))
         os.replace(os.path.join(output_dir, "config.yaml.tmp"),
                    os.path.join(output_dir, "config.yaml"))
     log = RunLog(output_dir, enabled=rank0, thresholds=cfg.eval.top1_thresholds,
-                 append=meta is not None, evals=meta["evals"] if meta else ())
+                 append=meta is not None, evals=meta["evals"] if meta else (),
+                 tensorboard=cfg.train.tensorboard)
+    meters = Meters(**(meta["meters"] if meta else {}))   # the clock starts after setup
     start_fields = dict(world_size=comm.size, parameters=n_params,
                         total_steps=schedule.total_steps, comm_algorithm=comm.algorithm,
                         comm_grid=f"{comm.grid[0]}x{comm.grid[1]}", argv=sys.argv[1:],
@@ -326,7 +386,8 @@ def main(argv=None):
         if rank0:
             run_state.save(output_dir, step, all_params, optimizer,
                            run_state.make_meta(cfg, comm.size, loader.state(), meters, log.evals,
-                                               scale), keep=cfg.checkpoint.keep)
+                                               scale, run_state.data_identity(train_set)),
+                           keep=cfg.checkpoint.keep)
 
     mlperf.run_start(schedule, len(train_set), len(val_set))   # init_stop, run_start (fresh run)
     stop = StopRequest()
@@ -354,7 +415,7 @@ def main(argv=None):
 
         # One update = `accumulation` forward/backward passes; gradients add up in place.
         optimizer.zero_grad()
-        local_loss = 0.0
+        loss_sum.reset()
         overlap = exchange.backward_callback(stage.accumulation)   # native NCCL only
         for _ in range(stage.accumulation):
             with meters.timing("data"):
@@ -369,14 +430,19 @@ def main(argv=None):
                     fail(str(e), comm)
             train_net.loss.forward(clear_no_need_grad=True)
             backward(train_net.loss, scale.scale if half else 1.0, overlap)
-            local_loss += float(train_net.loss.d) / stage.accumulation
+            loss_sum.add(train_net.loss)       # on the device: no host read per micro-batch
 
-        # The gradients' all-reduce, then one small full-precision one for every rank's loss
-        # and any stop request, so all ranks see the same mean loss and stop after the same
-        # step (a loss in float16 could round, or overflow into a false divergence).
+        # The gradients' all-reduce, then the update's one host read (the loss, and in half
+        # whether every reduced gradient is finite), then one small full-precision exchange
+        # of every rank's loss and any stop request, so all ranks see the same mean loss and
+        # stop after the same step (a loss in float16 could round, or overflow into a false
+        # divergence). In float a non-finite gradient shows in the loss (the next one at
+        # the latest), so only half checks the gradients, where overflow is routine.
         with meters.timing("allreduce"):
-            loss, stop_now = exchange(local_loss, stop.requested, grads_done=overlap is not None)
-        finite = math.isfinite(loss) and optimizer.grads_finite()
+            loss, stop_now, grads_ok = exchange(loss_sum.total, stop.requested,
+                                                grads_done=overlap is not None, probe=probe)
+        loss /= stage.accumulation
+        finite = math.isfinite(loss) and grads_ok
         if half:     # FP16: an overflow skips the update and lowers the scale
             grad_scale = scale.scale
             scale, apply = loss_scaling.update(scale, not finite,
@@ -421,7 +487,8 @@ def main(argv=None):
             with meters.timing("eval"):
                 average_bn_statistics(comm, exchange.arrays(statistics.values(), grad=False))
                 try:
-                    top1, top5, val_loss = evaluate(val_net, val_loader, comm)
+                    top1, top5, val_loss = evaluate(val_net, val_loader, comm,
+                                                    ctx if cfg.data.device == "gpu" else None)
                 except DataError as e:
                     fail(str(e), comm)
             log.write("eval", epoch=epoch_now, step=step, elapsed_s=meters.elapsed(),

@@ -14,6 +14,7 @@ The pure logic (grid, groups, buckets, step and byte counts) is in ``comm/plan.p
 """
 import os
 
+from .job import launcher_size
 from .local import LocalCommunicator
 from .plan import ALGORITHMS, COLUMN_PHASES, WIRE_DTYPES, CommError, parse_grid
 
@@ -33,12 +34,16 @@ def create(algorithm="torus2d", grid=None, backend="mpi", **options):
     watchdog), column_phase (torus2d on MPI: auto | ring | allreduce, comm/mpi.py); with
     backend="nccl" also ctx (the nnabla context) and optionally nnabla_communicator (what
     makes nnabla's communicator from ctx; default
-    nnabla.communicators.MultiProcessDataParallelCommunicator, rehearsal/ passes its double).
+    nnabla.communicators.MultiProcessDataParallelCommunicator, rehearsal/ passes its double)
+    and synchronize (waits for the device, e.g. nnabla_ext.cuda.synchronize; default: the
+    factory's ``synchronize`` attribute if any -- rehearsal/'s double has one -- else the
+    host read that follows is the wait).
     Raises CommError (one line, the same on every rank, before any collective) for a bad
     argument or a grid that does not match the number of ranks."""
     opts = dict(DEFAULTS)
     ctx = options.pop("ctx", None)
     factory = options.pop("nnabla_communicator", None)
+    synchronize = options.pop("synchronize", None)
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise CommError(f"comm.create: unknown option(s) {sorted(unknown)}; valid: "
@@ -62,7 +67,8 @@ def create(algorithm="torus2d", grid=None, backend="mpi", **options):
     shape = parse_grid(grid)
     if backend == "nccl":
         from .nccl import NcclCommunicator
-        return NcclCommunicator(ctx, algorithm, grid, communicator_factory=factory, **opts)
+        return check_size(NcclCommunicator(ctx, algorithm, grid, communicator_factory=factory,
+                                           synchronize=synchronize, **opts))
     if not launched_by_mpi():
         if shape is not None and shape != (1, 1):
             raise CommError(f"comm.grid={grid} has {shape[0] * shape[1]} ranks but the job has "
@@ -70,7 +76,21 @@ def create(algorithm="torus2d", grid=None, backend="mpi", **options):
                             f"{shape[0] * shape[1]} or use grid 'auto'")
         return LocalCommunicator()
     from .mpi import MpiCommunicator
-    return MpiCommunicator(algorithm, grid, **opts)
+    return check_size(MpiCommunicator(algorithm, grid, **opts))
+
+
+def check_size(comm, environ=None):
+    """``comm`` if its size is the one the launcher gave the job, else CommError. A rank
+    whose MPI library does not belong to the ``mpirun`` that started it finds no peers and
+    runs as a singleton: N ranks would each train alone as "rank 0" into the same files."""
+    said = launcher_size(environ)
+    if said is not None and said[0] != comm.size:
+        size, var, launcher = said
+        raise CommError(f"{launcher} started {size} ranks ({var}={size}) but MPI sees "
+                        f"{comm.size}: this Python's MPI library is not the one of the mpirun "
+                        "that launched it; use the mpirun of the same MPI (.venv/bin/mpirun, "
+                        "or with SITE_MPI=1 the site's), docs/clusters.md")
+    return comm
 
 
 __all__ = ["create", "CommError", "ALGORITHMS", "BACKENDS", "COLUMN_PHASES", "LocalCommunicator"]

@@ -17,6 +17,7 @@ class Counters:
         self.ops = 0                      # all_reduce / bcast / barrier calls by the user
         self.buckets = 0
         self.seconds = 0.0
+        self.host_reads = 0               # device arrays copied to the host (NCCL backend)
         self.phases = defaultdict(lambda: {"calls": 0, "bytes": 0, "steps": 0, "seconds": 0.0})
 
     def add(self, phase, seconds, calls=1, nbytes=0, steps=0):
@@ -36,5 +37,6 @@ class Counters:
             "bytes": sum(p["bytes"] for p in comm.values()),
             "steps": sum(p["steps"] for p in comm.values()),
             "seconds": self.seconds,
+            "host_reads": self.host_reads,
             "phases": {k: dict(v) for k, v in self.phases.items()},
         }

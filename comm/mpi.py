@@ -20,7 +20,9 @@ import numpy as np
 from mpi4py import MPI
 
 from . import plan
+from .bucketed import BucketedCommunicator
 from .counters import Counters
+from .job import abort_job
 from .plan import CommError, describe
 from .watchdog import FIELDS, ProgressBoard, Watchdog
 
@@ -41,7 +43,7 @@ def _mpi(buf):
     return buf, MPI.SUM
 
 
-class MpiCommunicator:
+class MpiCommunicator(BucketedCommunicator):
     backend = "mpi"
 
     def __init__(self, algorithm="torus2d", grid=None, bucket_mb=4.0, wire_dtype=None,
@@ -131,7 +133,7 @@ class MpiCommunicator:
         return bool(self.col.allreduce(int(spans_nodes), op=MPI.MAX))
 
     def _abort_job(self, code):
-        MPI.COMM_WORLD.Abort(code)
+        abort_job(code)
 
     # --- public API ---------------------------------------------------------------------------
     def all_reduce(self, arrays, average=False, full_precision=False):
@@ -152,7 +154,7 @@ class MpiCommunicator:
             t = time.perf_counter()
             _pack(flats, bucket, buf, scale)
             self.counters_.add("pack", time.perf_counter() - t, calls=0)
-            getattr(self, "_" + self.algorithm)(buf, chunk, k, nb)
+            self._run_phases(self._operands(buf, chunk), bucket, k, nb)
             t = time.perf_counter()
             _unpack(flats, bucket, buf)
             self.counters_.add("unpack", time.perf_counter() - t, calls=0)
@@ -196,77 +198,50 @@ class MpiCommunicator:
         self._abort_job(1)
         os._exit(1)
 
-    def counters(self):
-        return self.counters_.snapshot()
-
     def close(self):
         self.watchdog.close()
         for c in (self.row, self.col, self.world):
             c.Free()
 
-    # --- the algorithms, one bucket each --------------------------------------------------------
-    def _torus2d(self, buf, chunk, k, nb):
-        x, y = self.grid
-        data, op = _mpi(buf)
-        shard = chunk[:buf.size // x] if x > 1 else buf
-        sdata = _mpi(shard)[0]
-        if x > 1:   # the result lands in the shard buffer: no copy, as in place
-            # Non-blocking + Wait: Open MPI 5's blocking Reduce_scatter_block (coll/tuned)
-            # made torus2d 1.5-1.9x slower than plain MPI here; libnbc's is 0.9-1.2x
-            # (tools/bench_comm.py, README "comm/").
-            self._call("rs_row", self.row_name, self.row_ranks, k, nb,
-                       lambda: self.row.Ireduce_scatter_block(data, sdata, op=op).Wait(),
-                       "reduce_scatter", buf.nbytes, x)
-        if y > 1 and self.column_ring:
-            parts = np.split(shard, y)
-            recv = self._ring_recv(shard.dtype, parts[0].size)
-            sent = 2 * (y - 1) * parts[0].nbytes
-            self._call("ar_col", self.col_name, self.col_ranks, k, nb,
-                       lambda: (_ring_reduce_scatter(self.col, parts, recv),
-                                _ring_all_gather(self.col, parts)),
-                       None, sent, y, 2 * (y - 1))
-        elif y > 1:
-            self._call("ar_col", self.col_name, self.col_ranks, k, nb,
-                       lambda: self.col.Allreduce(MPI.IN_PLACE, sdata, op=op),
-                       "all_reduce", shard.nbytes, y)
-        if x > 1:
-            self._call("ag_row", self.row_name, self.row_ranks, k, nb,
-                       lambda: self.row.Allgather(sdata, data), "all_gather", buf.nbytes, x)
+    # --- the collectives plan.phases asks for, on one bucket ----------------------------------
+    def _operands(self, buf, chunk):
+        """The bucket buffer, and the shard: torus2d's row shard lands in the chunk buffer
+        (no copy, as in place); the ring's receive chunk also lives there."""
+        x = self.grid[0]
+        shard = chunk[:buf.size // x] if self.algorithm == "torus2d" and x > 1 else buf
+        return buf, shard, chunk
 
-    def _hierarchical(self, buf, chunk, k, nb):
-        x, y = self.grid
-        data, op = _mpi(buf)
-        leader = self.row.rank == 0
-        if x > 1:
-            send, recv = (MPI.IN_PLACE, data) if leader else (data, None)
-            self._call("reduce_row", self.row_name, self.row_ranks, k, nb,
-                       lambda: self.row.Reduce(send, recv, op=op, root=0), "reduce",
-                       buf.nbytes, x)
-        if y > 1 and leader:
-            self._call("ar_leaders", self.col_name, self.col_ranks, k, nb,
-                       lambda: self.col.Allreduce(MPI.IN_PLACE, data, op=op), "all_reduce",
-                       buf.nbytes, y)
-        if x > 1:
-            self._call("bcast_row", self.row_name, self.row_ranks, k, nb,
-                       lambda: self.row.Bcast(data, root=0), "bcast", buf.nbytes, x)
+    def _collective(self, phase, operands):
+        buf, shard, chunk = operands
+        comm = {"row": self.row, "col": self.col, "world": self.world}[phase.group]
+        target = shard if phase.operand == "shard" else buf
+        if phase.ring or (self.column_ring and phase.group == "col"):
+            return self._ring_phase(comm, phase, target, chunk)
+        data, op = _mpi(target)
+        if phase.collective == "reduce_scatter":
+            # Non-blocking + Wait: Open MPI 5's blocking Reduce_scatter_block (coll/tuned) was
+            # slower than libnbc's here (docs/comm.md)
+            comm.Ireduce_scatter_block(data, _mpi(shard)[0], op=op).Wait()
+        elif phase.collective == "all_gather":
+            comm.Allgather(_mpi(shard)[0], data)
+        elif phase.collective == "all_reduce":
+            comm.Allreduce(MPI.IN_PLACE, data, op=op)
+        elif phase.collective == "reduce":        # to the row leader (group rank 0)
+            send, recv = (MPI.IN_PLACE, data) if comm.rank == 0 else (data, None)
+            comm.Reduce(send, recv, op=op, root=0)
+        elif phase.collective == "bcast":
+            comm.Bcast(data, root=0)
 
-    def _native(self, buf, chunk, k, nb):
-        data, op = _mpi(buf)
-        self._call("ar_world", "world", list(range(self.size)), k, nb,
-                   lambda: self.world.Allreduce(MPI.IN_PLACE, data, op=op), "all_reduce",
-                   buf.nbytes, self.size)
-
-    def _ring(self, buf, chunk, k, nb):
-        """The flat ring (Patarasuk & Yuan): N-1 reduce-scatter steps, N-1 all-gather steps."""
-        n = self.size
-        parts = np.split(buf, n)
-        recv = chunk[:parts[0].size]
-        world = list(range(n))
-        sent = (n - 1) * parts[0].nbytes      # counted from the calls made, not a formula
-        self._call("rs_ring", "world", world, k, nb,
-                   lambda: _ring_reduce_scatter(self.world, parts, recv), None, sent, n, n - 1)
-        self._call("ag_ring", "world", world, k, nb,
-                   lambda: _ring_all_gather(self.world, parts), None, sent, n, n - 1)
+    def _ring_phase(self, comm, phase, target, chunk):
+        """Rings of Sendrecv (Patarasuk & Yuan): the ``ring`` algorithm's two phases, and
+        torus2d's column all-reduce where a column spans nodes (comm.column_phase)."""
+        parts = np.split(target, comm.size)
+        if phase.collective in ("reduce_scatter", "all_reduce"):
+            recv = (chunk[:parts[0].size] if phase.ring
+                    else self._ring_recv(target.dtype, parts[0].size))
+            _ring_reduce_scatter(comm, parts, recv)
+        if phase.collective in ("all_gather", "all_reduce"):
+            _ring_all_gather(comm, parts)
 
     def _ring_recv(self, dtype, size):
         """The receive buffer of the column ring (one chunk), grown on demand."""
@@ -276,19 +251,6 @@ class MpiCommunicator:
         return have[:size]
 
     # --- plumbing -------------------------------------------------------------------------------
-    def _call(self, phase, group, ranks, k, nb, fn, kind=None, nbytes=0, group_size=1,
-              steps=None):
-        """Run one blocking collective under the watchdog and count it."""
-        self.watchdog.arm(phase, group, ranks, self._seq, k, nb)
-        t = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t
-        self.watchdog.disarm()
-        if kind is not None:
-            steps = plan.collective_steps(kind, group_size)
-            nbytes = plan.collective_bytes(kind, nbytes, group_size)
-        self.counters_.add(phase, dt, calls=1, nbytes=nbytes, steps=steps or 0)
-
     def _layout(self, flats, full_precision=False):
         sizes = tuple(f.size for f in flats)
         dtypes = tuple(f.dtype.str for f in flats)

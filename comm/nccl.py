@@ -16,31 +16,39 @@ Facts it relies on (multi_process_data_parallel_communicator.cu, ".cu" below):
     broadcast (``full_precision=True``, and ``bcast``) and any numpy array (NCCL takes
     NdArrays only) go over the host instead: mpi4py on numpy views, summed in at least
     float32, each result rounded once into its array's own dtype.
-  - Out-of-place calls copy every input into a packed buffer and back (copy_inside_device,
-    copy_back_inside_device); ``reduce_scatter`` packs its list and ``all_gather`` even
-    copies its destinations first. So each bucket is one flat NdArray: ``all_reduce`` and
-    ``bcast`` run in place, ``reduce_scatter`` gets ``[flat]`` and ``all_gather`` one
-    destination of X*c elements. ``reduce`` stays out of place: in place, 1.39 drops its
-    ``group`` and reduces over the world, which hangs (``bcast``/``all_reduce`` keep it).
+  - List calls pack in C++: out of place, ``all_reduce``/``reduce``/``bcast`` copy the list
+    into one buffer and back (copy_inside_device, copy_back_inside_device, .cu:516-561),
+    ``reduce_scatter`` packs its list and ``all_gather`` packs its destinations and copies
+    back (.cu:815, :909-917). So a bucket is a list of whole arrays (plan.bucket_layout
+    whole_arrays=True) plus a zero pad to a multiple of X: 1-3 Python calls per bucket, none
+    per array. ``reduce`` stays out of place: in place, 1.39 drops its ``group`` and
+    reduces over the world, which hangs. Out-of-place ``all_reduce`` asks the host once per
+    array whether it is still zeroed (get_modified_arrays, .cu:335-346).
+  - A half job's float32 arrays (cuDNN keeps BN's scale/shift gradients in float) travel on a
+    second communicator made from the float context, not cast to float16 by the half one.
   - ``division=True`` is ncclAvg over the group: torus2d divides by X in the row and by Y in
     the column, so the bucket ends as the mean over X*Y ranks.
   - nnabla starts MPI at MPI_THREAD_SERIALIZED unless it already runs (Mpi::Mpi()); the
     watchdog calls MPI_Abort from its own thread, which needs MPI_THREAD_MULTIPLE, so MPI is
     started here first (``start_mpi``).
-  - Collectives are enqueued on CUDA streams and return before the data has moved. Every
-    device all_reduce ends by reading one element of its last bucket on the host, under the
-    watchdog: a stuck NCCL kernel fires it there, not in some later unwatched host read.
-    Counter seconds are host time.
+  - Collectives are enqueued on CUDA streams and return before the data has moved.
+    ``all_reduce(wait=False)`` only enqueues; ``wait()`` synchronises the device under the
+    watchdog (a stuck NCCL kernel fires it there); ``read()`` is the counted host read the
+    trainer makes once per update. Counter seconds are host time.
+  - A rank whose ``init()`` fails (no GPU for its local_rank, .cu:424; ncclCommInitRank,
+    .cu:426-429) prints one line and aborts the job: the others would wait forever.
   - There is no point-to-point API, so the ``ring`` algorithm is MPI-only; ``native`` is
     NCCL's own all-reduce (rings/trees); 16-bit traffic comes from ``type_config=half``.
 """
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
 from . import plan
+from .bucketed import BucketedCommunicator
 from .counters import Counters
 from .plan import CommError
 from .watchdog import Watchdog
@@ -71,12 +79,12 @@ def start_mpi():
     return MPI
 
 
-class NcclCommunicator:
+class NcclCommunicator(BucketedCommunicator):
     backend = "nccl"
 
     def __init__(self, ctx, algorithm="torus2d", grid=None, bucket_mb=4.0, wire_dtype=None,
                  timeout_s=300.0, column_phase="auto", nnabla_comm=None,
-                 communicator_factory=None):
+                 communicator_factory=None, synchronize=None):
         if algorithm not in NCCL_ALGORITHMS:
             raise CommError(f"comm.algorithm={algorithm!r} needs point-to-point calls that "
                             f"nnabla's communicator lacks; on nccl use one of "
@@ -89,48 +97,76 @@ class NcclCommunicator:
         if wire_dtype is not None:
             raise CommError("comm.wire_dtype is MPI-only; on nccl set type_config=half (nnabla "
                             "then picks its half-precision communicator)")
+        refuse_nnabla_watchdog()
+        self.factory = communicator_factory
         if nnabla_comm is None:
             if ctx is None:
                 raise CommError("backend nccl needs ctx=the nnabla extension context "
                                 "(get_extension_context('cudnn', ...))")
             start_mpi()
-            if communicator_factory is None:
+            if self.factory is None:
                 import nnabla.communicators as C
-                communicator_factory = C.MultiProcessDataParallelCommunicator
-            nnabla_comm = communicator_factory(ctx)
-            nnabla_comm.init()
+                self.factory = C.MultiProcessDataParallelCommunicator
+            nnabla_comm = _init_or_end_job(self.factory(ctx))
         self.nc = nnabla_comm
         self.algorithm = algorithm
         self.bucket_mb, self.timeout_s = bucket_mb, timeout_s
         self.bucket_bytes = int(bucket_mb * 2 ** 20)
         self.rank, self.size, self.local_rank = self.nc.rank, self.nc.size, self.nc.local_rank
-        # nnabla reports no local size; Open MPI's mpirun exports it to every rank
-        self.local_size = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "0")) or None
-        shape = plan.parse_grid(grid)
-        if shape is None:
-            if not self.local_size or self.size % self.local_size:
-                raise CommError("comm.grid=auto on nccl needs OMPI_COMM_WORLD_LOCAL_SIZE (set "
-                                "by Open MPI's mpirun) dividing the world size; pass "
-                                "comm.grid=XxY")
-            shape = (self.local_size, self.size // self.local_size)
-        self.layout_grid = plan.Grid.from_shape(*shape, self.size, spec=grid)
+        self.layout_grid, self.local_size = self._grid(grid)
         self.grid = self.layout_grid.shape
-        for name, ranks in self.layout_grid.groups():   # every rank, every group, same order
-            self.nc.new_group((name, ranks))
+        # a half job's float32 gradients (cuDNN's BN scale/shift, DRV_BN_T) travel on a float
+        # communicator: the half one would cast them to float16 still times the loss scale
+        self.full_nc = None
+        if ctx is not None and _is_half(ctx) and self.factory is not None:
+            self.full_nc = _init_or_end_job(self.factory(_float_context(ctx)))
+        for nc in filter(None, (self.nc, self.full_nc)):
+            for name, ranks in self.layout_grid.groups():   # every rank, every group, same order
+                nc.new_group((name, ranks))
         i, j = self.layout_grid.position(self.rank)
         self.row_name, self.row_ranks = f"row{i}", list(self.layout_grid.rows[i])
         self.col_name, self.col_ranks = f"col{j}", list(self.layout_grid.cols[j])
         self.multiple = plan.chunk_multiple(algorithm, self.layout_grid)
+        self.phases = plan.phases(algorithm, self.layout_grid)
         self.watchdog = Watchdog(self.rank, timeout_s, lambda code: self.nc.abort())
         self.counters_ = Counters()
+        # None: the host read after wait() is the synchronisation (a blocking cudaMemcpy,
+        # cuda_array.cpp:182-206), under the watchdog too
+        self._synchronize = synchronize or getattr(self.factory, "synchronize", None)
         self._host_comm = None
+        self._plans = {}
+        self._pending = 0
         self._seq = 0
 
+    def _grid(self, spec):
+        """(plan.Grid, ranks on this node). XxY: rows of consecutive ranks. auto: one row per
+        node, the nodes found as the MPI backend finds them (MPI_COMM_TYPE_SHARED), whatever
+        the mapping; refused if nnabla's local_rank (its GPU: the count of lower ranks on
+        this host, .cu:391-411) is not this rank's place on its node, as where host names
+        repeat across nodes."""
+        shape = plan.parse_grid(spec)
+        if shape is not None:    # mpirun exports the local size; nnabla reports none
+            local_size = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "0")) or None
+            return plan.Grid.from_shape(*shape, self.size, spec=spec), local_size
+        from mpi4py import MPI
+        world = MPI.COMM_WORLD
+        node = world.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        local_size, node_rank, node_id = node.size, node.rank, node.bcast(self.rank, root=0)
+        node.Free()
+        bad = [r for r, b in enumerate(world.allgather(node_rank != self.local_rank)) if b]
+        if bad:
+            raise CommError(f"nnabla's communicator numbers ranks {bad} differently from the "
+                            "nodes MPI sees (host names repeat across nodes?), so they would "
+                            "take the wrong GPU: give every node its own host name")
+        return plan.Grid.from_nodes(world.allgather(node_id)), local_size
+
     # --- public API -----------------------------------------------------------------------
-    def all_reduce(self, arrays, average=False, full_precision=False):
+    def all_reduce(self, arrays, average=False, full_precision=False, wait=True):
         """Sum (or mean) over all ranks; results land in the same arrays. NdArrays travel on
-        NCCL in the communicator's type (float16 with type_config=half), unless
-        ``full_precision``; numpy arrays always go over the host (see the module docstring)."""
+        NCCL in the communicator's type (float16 with type_config=half; float32 arrays of a
+        half job on the float communicator), unless ``full_precision``; numpy arrays always
+        go over the host (see the module docstring). ``wait=False`` only enqueues: call
+        ``wait()`` before anything reads the arrays (the host, or another device op)."""
         if self.size == 1 or not arrays:
             return arrays
         on_host = [isinstance(a, np.ndarray) for a in arrays]
@@ -139,34 +175,43 @@ class NcclCommunicator:
                             "kind per call")
         if full_precision or all(on_host):
             return self._on_host("all_reduce", arrays, average=average)
-        import nnabla.functions as F
         t_start = time.perf_counter()
-        layout = plan.bucket_layout([a.size for a in arrays], _dtypes(arrays),
-                                    self.bucket_bytes, self.multiple)
+        plan_ = self._plan(arrays)
         self._seq += 1
-        pieces = {}                      # array index -> [(offset, NdArray)]
-        flat = None
-        for k, bucket in enumerate(layout.buckets):
-            packed = _pack(F, arrays, bucket)
-            flat = getattr(self, "_" + self.algorithm)(packed, bucket, k, len(layout.buckets),
-                                                       average)
-            if flat is packed and _is_whole_array(bucket, arrays):
-                continue         # the collective ran in place on the array itself
-            for s in bucket.segments:
-                piece = F.slice(flat, start=(s.bucket_offset,),
-                                stop=(s.bucket_offset + s.length,), step=(1,))
-                pieces.setdefault(s.index, []).append((s.offset, piece))
-        for index, parts in pieces.items():
-            parts = [p for _, p in sorted(parts, key=lambda op: op[0])]
-            whole = parts[0] if len(parts) == 1 else F.concatenate(*parts, axis=0)
-            arrays[index].copy_from(whole.view(arrays[index].shape))
-        if flat is not None:      # wait for the queued NCCL work, under the watchdog
-            self._call("sync", "world", list(range(self.size)), len(layout.buckets) - 1,
-                       len(layout.buckets), lambda: F.slice(flat, (0,), (1,), (1,)).data)
+        nb = len(plan_.layout.buckets)
+        for k, bucket in enumerate(plan_.layout.buckets):
+            members = [arrays[s.index] for s in bucket.segments]
+            operands = SimpleNamespace(nc=self._nc_for(bucket.wire), members=members,
+                                       padded=members + plan_.pads[k], shard=plan_.shards[k],
+                                       division=average)
+            self._run_phases(operands, bucket, k, nb)
+        self._pending = nb
         self.counters_.ops += 1
-        self.counters_.buckets += len(layout.buckets)
+        self.counters_.buckets += nb
         self.counters_.seconds += time.perf_counter() - t_start
+        if wait:
+            self.wait()
         return arrays
+
+    def wait(self):
+        """Wait, under the watchdog, until the enqueued collectives have finished (the one
+        device synchronisation of an update: a stuck NCCL kernel fires the watchdog here).
+        Without a ``synchronize`` function, ``read`` is where the host waits."""
+        if self._pending:
+            nb, self._pending = self._pending, 0
+            if self._synchronize is not None:
+                self._call("sync", "world", list(range(self.size)), nb - 1, nb,
+                           self._synchronize)
+
+    def read(self, ndarray):
+        """The host's copy of a device array, after ``wait``, under the watchdog: the
+        trainer's one host read per update goes through here and is counted."""
+        self.wait()
+        out = []
+        self._call("read", "world", list(range(self.size)), 0, 1,
+                   lambda: out.append(np.array(ndarray.data, copy=True)))
+        self.counters_.host_reads += 1
+        return out[0]
 
     def bcast(self, arrays, root=0):
         """Every rank gets ``root``'s values, exactly (over the host: the initial weights
@@ -193,70 +238,39 @@ class NcclCommunicator:
         self.nc.abort()
         os._exit(1)
 
-    def counters(self):
-        return self.counters_.snapshot()
-
     def close(self):
         self.watchdog.close()
         if self._host_comm is not None:
             self._host_comm.close()
 
-    # --- algorithms on one bucket (a flat NdArray); each returns the reduced bucket ---------
-    def _torus2d(self, flat, bucket, k, nb, division):
-        import nnabla as nn
-        x, y = self.grid
-        c = bucket.padded // x
-        if x > 1:            # one flat send buffer: the communicator packs a list by copying
-            shard = nn.NdArray((c,))
-            self._call("rs_row", self.row_name, self.row_ranks, k, nb,
-                       lambda: self.nc.reduce_scatter([flat], shard, division=division,
-                                                      group=self.row_name),
-                       "reduce_scatter", bucket.padded * bucket.wire.itemsize, x)
-        else:
-            shard = flat
-        if y > 1:
-            self._call("ar_col", self.col_name, self.col_ranks, k, nb,
-                       lambda: self.nc.all_reduce([shard], division=division, inplace=True,
-                                                  group=self.col_name),
-                       "all_reduce", c * bucket.wire.itemsize, y)
-        if x == 1:
-            return shard
-        gathered = nn.NdArray((x * c,))     # one destination: each would be copied first
-        self._call("ag_row", self.row_name, self.row_ranks, k, nb,
-                   lambda: self.nc.all_gather(shard, [gathered], group=self.row_name),
-                   "all_gather", bucket.padded * bucket.wire.itemsize, x)
-        return gathered
-
-    def _hierarchical(self, flat, bucket, k, nb, division):
-        x, y = self.grid
-        nbytes = bucket.padded * bucket.wire.itemsize
-        if x > 1:    # dst/src 0 = the group's first rank = the row leader; out of place: see top
-            self._call("reduce_row", self.row_name, self.row_ranks, k, nb,
-                       lambda: self.nc.reduce([flat], dst=0, division=division, inplace=False,
-                                              group=self.row_name), "reduce", nbytes, x)
-        if y > 1 and self.rank == self.row_ranks[0]:
-            self._call("ar_leaders", self.col_name, self.col_ranks, k, nb,
-                       lambda: self.nc.all_reduce([flat], division=division, inplace=True,
-                                                  group=self.col_name), "all_reduce", nbytes, y)
-        if x > 1:
-            self._call("bcast_row", self.row_name, self.row_ranks, k, nb,
-                       lambda: self.nc.bcast([flat], src=0, inplace=True,
-                                             group=self.row_name), "bcast", nbytes, x)
-        return flat
-
-    def _native(self, flat, bucket, k, nb, division):
-        self._call("ar_world", "world", list(range(self.size)), k, nb,
-                   lambda: self.nc.all_reduce([flat], division=division, inplace=True),
-                   "all_reduce", bucket.padded * bucket.wire.itemsize, self.size)
-        return flat
+    # --- the collectives plan.phases asks for, on one bucket: a list of whole arrays, which
+    # nnabla packs in C++ (copy_inside_device / copy_back_inside_device, .cu:516-561): a
+    # constant number of calls per bucket, none per array.
+    def _collective(self, phase, ops):
+        group = {} if phase.group == "world" else {"group": self._group(phase.group)[0]}
+        nc, c = ops.nc, phase.collective
+        if c == "reduce_scatter":     # ops.padded: the zero pad makes it divide into X chunks
+            nc.reduce_scatter(ops.padded, ops.shard, division=ops.division, **group)
+        elif c == "all_gather":
+            nc.all_gather(ops.shard, ops.padded, **group)
+        elif c == "all_reduce" and phase.operand == "shard":
+            nc.all_reduce([ops.shard], division=ops.division, inplace=True, **group)
+        elif c == "all_reduce":
+            nc.all_reduce(ops.members, division=ops.division, inplace=False, **group)
+        elif c == "reduce":   # dst/src 0 = the group's first rank = the row leader; out of place
+            nc.reduce(ops.members, dst=0, division=ops.division, inplace=False, **group)
+        elif c == "bcast":
+            nc.bcast(ops.members, src=0, inplace=False, **group)
 
     # --- plumbing ----------------------------------------------------------------------------
     def _on_host(self, what, arrays, **kwargs):
         """all_reduce (full precision) or bcast over MPI on the host, in place: numpy arrays
         as they are, NdArrays through their numpy views (a device-to-host copy on a GPU; the
         next device use copies the result back)."""
+        self.wait()
         views = [a if isinstance(a, np.ndarray) else a.data
                  for a in arrays if _check_initialised(a, arrays)]
+        self.counters_.host_reads += sum(not isinstance(a, np.ndarray) for a in arrays)
         t = time.perf_counter()
         if what == "bcast":
             self._host().bcast(views, **kwargs)
@@ -275,15 +289,70 @@ class NcclCommunicator:
                                               None, self.timeout_s)
         return self._host_comm
 
-    def _call(self, phase, group, ranks, k, nb, fn, kind=None, nbytes=0, group_size=1):
-        self.watchdog.arm(phase, group, ranks, self._seq, k, nb)
-        t = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t
-        self.watchdog.disarm()
-        steps = plan.collective_steps(kind, group_size) if kind else 0
-        nbytes = plan.collective_bytes(kind, nbytes, group_size) if kind else 0
-        self.counters_.add(phase, dt, nbytes=nbytes, steps=steps)
+    def _plan(self, arrays):
+        """The buckets (whole arrays, cut between them), each bucket's zero pad and shard, for
+        this list of sizes and dtypes: made once, then reused every step."""
+        dtypes = _dtypes(arrays)
+        key = (tuple(a.size for a in arrays), tuple(dtypes))
+        if key not in self._plans:
+            import nnabla as nn
+            layout = plan.bucket_layout(key[0], dtypes, self.bucket_bytes, self.multiple,
+                                        whole_arrays=True)
+            pads, shards = [], []
+            for b in layout.buckets:
+                pad = []
+                if b.padded > b.length:
+                    pad = [nn.NdArray.from_numpy_array(np.zeros(b.padded - b.length, b.wire))]
+                pads.append(pad)
+                shards.append(nn.NdArray((b.padded // self.grid[0],)))
+            self._plans[key] = SimpleNamespace(layout=layout, pads=pads, shards=shards)
+        return self._plans[key]
+
+    def _nc_for(self, wire):
+        """The communicator a bucket of ``wire`` travels on (see __init__: full_nc)."""
+        if self.full_nc is not None and wire != np.float16:
+            return self.full_nc
+        return self.nc
+
+
+def refuse_nnabla_watchdog():
+    """nnabla's own watchdog, switched on, throws in its thread when a call takes longer than
+    50 s on rank 0 and 250 s on the others (watch_dog.cpp:40-51, .cu:715-720), and
+    std::terminate then ends that rank without MPI_Abort: the others hang, and a slow but
+    healthy step (rank 0 writing a checkpoint) can trigger it. comm's watchdog
+    (comm.timeout_s) ends a stuck job instead."""
+    value = os.environ.get("NNABLA_MPI_WATCH_DOG_ENABLE")
+    if value and not value.startswith("0"):
+        raise CommError(f"NNABLA_MPI_WATCH_DOG_ENABLE={value} makes nnabla end one rank without "
+                        "MPI_Abort after 50 s (rank 0) / 250 s in a collective, leaving the "
+                        "others hanging: unset it (comm.timeout_s ends a stuck job instead)")
+
+
+def _init_or_end_job(nnabla_comm):
+    """nnabla_comm.init(), or one line and MPI_Abort: a rank whose init() fails (no GPU for its
+    local_rank: cuda_set_device, .cu:424; ncclCommInitRank, .cu:426-429) would otherwise
+    leave the others waiting in ncclCommInitRank, which has no timeout."""
+    try:
+        nnabla_comm.init()
+    except RuntimeError as e:
+        from mpi4py import MPI
+        first = (str(e).strip().splitlines() or ["?"])[-1][:300]
+        print(f"error: rank {MPI.COMM_WORLD.rank}: nnabla's communicator init() failed "
+              f"({first}); if it names cudaSetDevice, this node has fewer visible GPUs than "
+              "ranks: launch at most one rank per GPU (mpirun -np / --map-by ppr:N:node) and "
+              "check CUDA_VISIBLE_DEVICES", file=sys.stderr, flush=True)
+        MPI.COMM_WORLD.Abort(1)
+    return nnabla_comm
+
+
+def _is_half(ctx):
+    return any(str(b).endswith(":half") for b in ctx.backend)
+
+
+def _float_context(ctx):
+    import nnabla as nn
+    return nn.Context([str(b).replace(":half", ":float") for b in ctx.backend],
+                      ctx.array_class, ctx.device_id)
 
 
 def _check_initialised(a, arrays):
@@ -309,25 +378,3 @@ def _dtypes(arrays):
                             "the host)")
         _check_initialised(a, arrays)
     return [a.dtype for a in arrays]
-
-
-def _pack(F, arrays, bucket):
-    """One flat NdArray holding the bucket's segments, zero-padded to ``bucket.padded``."""
-    import nnabla as nn
-    parts = []
-    for s in bucket.segments:
-        flat = arrays[s.index].view((arrays[s.index].size,))   # shares memory: no copy
-        if s.offset or s.length != arrays[s.index].size:
-            flat = F.slice(flat, start=(s.offset,), stop=(s.offset + s.length,), step=(1,))
-        parts.append(flat)
-    if bucket.padded > bucket.length:
-        pad = nn.NdArray((bucket.padded - bucket.length,))
-        pad.zero()
-        parts.append(pad)
-    return parts[0] if len(parts) == 1 else F.concatenate(*parts, axis=0)
-
-
-def _is_whole_array(bucket, arrays):
-    """The bucket is one whole array, so _pack handed over (a view of) the array itself."""
-    (s, *more) = bucket.segments
-    return not more and s.offset == 0 and bucket.padded == s.length == arrays[s.index].size

@@ -23,7 +23,7 @@ FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 # Every phase any backend runs, with a fixed code so ranks can read each other's position.
 PHASE_NAMES = ("pack", "unpack", "rs_row", "ar_col", "ag_row", "reduce_row", "ar_leaders",
                "bcast_row", "rs_ring", "ag_ring", "ar_world", "check", "bcast", "barrier",
-               "sync")
+               "sync", "read")
 
 
 class CommError(ValueError):
@@ -129,20 +129,44 @@ class Grid:
         return f"{self.x}x{self.y}"
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One collective an algorithm runs on every bucket. Both backends execute these (comm/
+    bucketed.py's loop; each backend maps ``collective`` on ``group`` to its own call), and
+    the closed forms below count them, so an algorithm is described here once."""
+    name: str                  # in counters and watchdog lines (PHASE_NAMES)
+    group: str                 # "row", "col" or "world"
+    collective: str            # reduce_scatter | all_reduce | all_gather | reduce | bcast
+    operand: str = "bucket"    # "bucket", or "shard": the row's 1/X of it (torus2d's column)
+    leaders_only: bool = False  # only each row's first rank takes part
+    ring: bool = False         # point-to-point ring steps (MPI only: nnabla has no send/recv)
+
+
 def phases(algorithm, grid):
-    """The phases of one bucket, as (name, group kind), degenerate ones left out."""
-    x, y = grid.shape
-    if algorithm == "torus2d":
-        return [p for p, keep in (("rs_row", x > 1), ("ar_col", y > 1), ("ag_row", x > 1))
-                if keep]
-    if algorithm == "hierarchical":
-        return [p for p, keep in (("reduce_row", x > 1), ("ar_leaders", y > 1),
-                                  ("bcast_row", x > 1)) if keep]
-    if algorithm == "ring":
-        return ["rs_ring", "ag_ring"] if grid.size > 1 else []
-    if algorithm == "native":
-        return ["ar_world"] if grid.size > 1 else []
-    raise CommError(f"comm.algorithm={algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+    """The phases of one bucket, in order, degenerate ones (groups of one rank) left out."""
+    x, y, n = grid.x, grid.y, grid.size
+    table = {
+        "torus2d": [(Phase("rs_row", "row", "reduce_scatter"), x > 1),
+                    (Phase("ar_col", "col", "all_reduce", "shard" if x > 1 else "bucket"),
+                     y > 1),
+                    (Phase("ag_row", "row", "all_gather"), x > 1)],
+        "hierarchical": [(Phase("reduce_row", "row", "reduce"), x > 1),
+                         (Phase("ar_leaders", "col", "all_reduce", leaders_only=True), y > 1),
+                         (Phase("bcast_row", "row", "bcast"), x > 1)],
+        "ring": [(Phase("rs_ring", "world", "reduce_scatter", ring=True), n > 1),
+                 (Phase("ag_ring", "world", "all_gather", ring=True), n > 1)],
+        "native": [(Phase("ar_world", "world", "all_reduce"), n > 1)],
+    }
+    if algorithm not in table:
+        raise CommError(f"comm.algorithm={algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+    return [p for p, keep in table[algorithm] if keep]
+
+
+def phase_bytes(phase, bucket_bytes, grid):
+    """(bytes of the buffer ``phase`` works on, its group's size) for a bucket of
+    ``bucket_bytes``: what collective_bytes and collective_steps take."""
+    size = {"row": grid.x, "col": grid.y, "world": grid.size}[phase.group]
+    return (bucket_bytes // grid.x if phase.operand == "shard" else bucket_bytes), size
 
 
 def chunk_multiple(algorithm, grid):
@@ -152,15 +176,10 @@ def chunk_multiple(algorithm, grid):
 
 # --- closed forms --------------------------------------------------------------------------
 def steps(algorithm, grid):
-    """Sequential communication steps of one bucket on rings: the latency term."""
-    x, y, n = grid.x, grid.y, grid.size
-    if algorithm == "torus2d":
-        return 2 * (x - 1) + 2 * (y - 1)
-    if algorithm in ("ring", "native"):
-        return 2 * (n - 1)
-    if algorithm == "hierarchical":
-        return 2 * (x - 1) + 2 * (y - 1)
-    raise CommError(f"unknown algorithm {algorithm!r}")
+    """Sequential communication steps of one bucket on rings: the latency term (each rank's
+    count; hierarchical's leaders, who take part in every phase)."""
+    return sum(collective_steps(p.collective, phase_bytes(p, 0, grid)[1])
+               for p in phases(algorithm, grid))
 
 
 def bytes_per_rank(nbytes, world_size):
@@ -235,14 +254,16 @@ def wire_dtype_of(dtype, wire_dtype=None, floats_only=True, full_precision=False
 
 
 def bucket_layout(sizes, dtypes, bucket_bytes, multiple=1, wire_dtype=None, floats_only=True,
-                  full_precision=False):
+                  full_precision=False, whole_arrays=False):
     """Fuse arrays into flat buckets of at most ``bucket_bytes`` per wire dtype.
 
     Arrays are laid end to end in input order (one stream per wire dtype, in order of first
     appearance) and the stream is cut every ``bucket_bytes``, so a large array may span
     buckets and many small ones share one. Each bucket is padded with zeros to a multiple of
     ``multiple`` elements so it splits into equal chunks. Empty arrays take no space.
-    ``full_precision``: see ``wire_dtype_of``.
+    ``full_precision``: see ``wire_dtype_of``. ``whole_arrays``: cut only between arrays (a
+    bucket is then a list of whole arrays, which nnabla's communicator packs itself; an array
+    larger than ``bucket_bytes`` gets a bucket of its own).
     """
     if len(sizes) != len(dtypes):
         raise CommError("bucket_layout: sizes and dtypes differ in length")
@@ -255,6 +276,16 @@ def bucket_layout(sizes, dtypes, bucket_bytes, multiple=1, wire_dtype=None, floa
         cap = max(multiple, int(bucket_bytes) // wire.itemsize // multiple * multiple)
         segs, used = [], 0
         for i, n in members:
+            if whole_arrays and used and used + n > cap:
+                buckets.append(_bucket(wire, used, multiple, segs))
+                segs, used = [], 0
+            if whole_arrays and n:
+                segs.append(Segment(i, 0, used, n))
+                used += n
+                if used >= cap:
+                    buckets.append(_bucket(wire, used, multiple, segs))
+                    segs, used = [], 0
+                continue
             offset = 0
             while offset < n:
                 take = min(n - offset, cap - used)
@@ -270,12 +301,6 @@ def bucket_layout(sizes, dtypes, bucket_bytes, multiple=1, wire_dtype=None, floa
 
 def _bucket(wire, length, multiple, segs):
     return Bucket(wire, length, -(-length // multiple) * multiple, tuple(segs))
-
-
-def shard_bounds(padded, parts, index):
-    """[start, stop) of chunk ``index`` when ``padded`` elements split into ``parts``."""
-    chunk = padded // parts
-    return index * chunk, (index + 1) * chunk
 
 
 def describe(ranks: List[int], limit: Optional[int] = 8):

@@ -85,6 +85,31 @@ def val_geometry(widths, heights, size, resize_ratio):
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
+def jpeg_frame(data):
+    """(width, height, components) from a JPEG's frame header, or None (not a JPEG, or the
+    header is unreadable). 4 components: a CMYK (or YCCK) JPEG."""
+    data = memoryview(data).cast("B")
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:            # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        length = struct.unpack_from(">H", data, pos + 2)[0]
+        if marker in _SOF and pos + 10 <= len(data):
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            return (width, height, data[pos + 9]) if width and height else None
+        pos += 2 + length
+    return None
+
+
 def image_size(data):
     """(width, height) of an encoded image: JPEG and PNG headers parsed directly, else Pillow.
 
@@ -92,26 +117,10 @@ def image_size(data):
     (neither loader applies it, so both see the stored pixel grid).
     """
     data = memoryview(data).cast("B")
-    if data[:2] == b"\xff\xd8":
-        pos = 2
-        while pos + 4 <= len(data):
-            if data[pos] != 0xFF:
-                break
-            marker = data[pos + 1]
-            if marker == 0xFF:            # fill byte
-                pos += 1
-                continue
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                pos += 2
-                continue
-            length = struct.unpack_from(">H", data, pos + 2)[0]
-            if marker in _SOF and pos + 9 <= len(data):
-                height, width = struct.unpack_from(">HH", data, pos + 5)
-                if width and height:
-                    return width, height
-                break
-            pos += 2 + length
-    elif data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+    frame = jpeg_frame(data)
+    if frame is not None:
+        return frame[:2]
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         return struct.unpack_from(">II", data, 16)
     try:
         with Image.open(io.BytesIO(data)) as img:

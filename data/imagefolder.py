@@ -35,6 +35,19 @@ class Listing:
     def __len__(self):
         return len(self.files)
 
+    # Where a loader's bytes come from (data/packed.py's PackedListing has the same three).
+    def read(self, i):
+        """The encoded bytes of sample ``i`` (OSError if the file cannot be read)."""
+        with open(self.files[i], "rb") as f:
+            return f.read()
+
+    def name(self, i):
+        return self.files[i]
+
+    def source(self, i):
+        """What Pillow opens for sample ``i``: its path."""
+        return self.files[i]
+
 
 def _check_data_dir(data_dir):
     if not data_dir:
@@ -45,6 +58,14 @@ def _check_data_dir(data_dir):
                         "(or run `make toy-data` for the toy set)")
 
 
+def _list(folder):
+    try:
+        return os.listdir(folder)
+    except OSError as e:
+        raise DataError(f"cannot list {folder}: {e.strerror}; check its permissions (the user "
+                        "running the job must be able to read every class folder)") from None
+
+
 def list_split(data_dir, split, classes=None):
     """List ``data_dir/split``. ``classes`` (from the training split) fixes the label order."""
     _check_data_dir(data_dir)
@@ -52,7 +73,7 @@ def list_split(data_dir, split, classes=None):
     if not os.path.isdir(root):
         raise DataError(f"{root} does not exist: the data directory needs {split}/<class>/ "
                         "sub-folders (ImageNet layout)")
-    found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    found = sorted(d for d in _list(root) if os.path.isdir(os.path.join(root, d)))
     if not found:
         raise DataError(f"{root} has no class sub-folders: expected {split}/<class>/<image>")
     if classes is None:
@@ -68,7 +89,7 @@ def list_split(data_dir, split, classes=None):
         folder = os.path.join(root, name)
         if not os.path.isdir(folder):
             continue  # a validation split may lack a class; training defines the classes
-        images = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+        images = sorted(f for f in _list(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
         if not images and split == "train":
             raise DataError(f"class folder {folder} has no images (.jpg/.jpeg/.png): remove it "
                             "or fill it")

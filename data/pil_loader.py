@@ -18,18 +18,19 @@ from PIL import Image
 from .augment import crop_boxes, uniforms, val_geometry
 from .checks import checker_hint
 from .imagefolder import DataError
-from .sampler import DeliveredPosition, ShardedStream
+from .sampler import DeliveredPosition, stream_for
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
 def open_rgb(path):
+    """``path``: a file name or a named binary file (a packed sample, ``listing.source(i)``)."""
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
     except Exception as e:  # PIL raises many types for broken files
-        raise DataError(f"cannot decode {path}: {e}") from None
+        raise DataError(f"cannot decode {getattr(path, 'name', path)}: {e}") from None
 
 
 def _with_fix(error, listing):
@@ -78,7 +79,7 @@ class PilTrainLoader(DeliveredPosition):
         self.size = image_size
         self.min_area = min_crop_area
         self.seed = seed
-        self.stream = ShardedStream(len(listing), shard_id, num_shards, seed)
+        self.stream = stream_for(listing, shard_id, num_shards, seed)
         if state is not None:
             self.stream.load_state(state)
         self.pool = ThreadPoolExecutor(max(1, num_threads))
@@ -89,9 +90,9 @@ class PilTrainLoader(DeliveredPosition):
         before = self.stream.state()
         indices, epochs = self.stream.take(batch_size)
         draws = uniforms(self.seed, epochs, indices)
-        futures = [self.pool.submit(train_transform, self.listing.files[i], self.size, u,
-                                    self.min_area, self.channel_last)
-                   for i, u in zip(indices, draws)]
+        futures = [self.pool.submit(lambda i, u: train_transform(
+                       self.listing.source(i), self.size, u, self.min_area, self.channel_last),
+                       i, u) for i, u in zip(indices, draws)]
         labels = self.listing.labels[indices].reshape(-1, 1)
         return batch_size, before, futures, labels
 
@@ -111,7 +112,10 @@ class PilTrainLoader(DeliveredPosition):
         return images, job[3]
 
     def close(self):
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self._pending is not None:   # (shutdown's cancel_futures needs Python 3.9)
+            for f in self._pending[2]:
+                f.cancel()
+        self.pool.shutdown(wait=False)
 
 
 class PilValLoader:
@@ -140,7 +144,7 @@ class PilValLoader:
                 chunk = self.indices[start:start + self.batch_size]
                 try:
                     images = list(pool.map(lambda i: val_transform(
-                        self.listing.files[i], self.size, self.ratio, self.channel_last), chunk))
+                        self.listing.source(i), self.size, self.ratio, self.channel_last), chunk))
                 except DataError as e:
                     raise _with_fix(e, self.listing) from None
                 labels = self.listing.labels[chunk]

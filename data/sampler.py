@@ -19,16 +19,20 @@ def padded_epoch_length(num_samples, num_shards):
     return -(-num_samples // num_shards) * num_shards
 
 
-def epoch_permutation(num_samples, num_shards, seed, epoch):
+def epoch_permutation(num_samples, num_shards, seed, epoch, length=None):
     order = np.random.default_rng([seed, epoch]).permutation(num_samples)
     # np.resize repeats the permutation cyclically, even when padding exceeds one copy.
-    return np.resize(order, padded_epoch_length(num_samples, num_shards))
+    return np.resize(order, length or padded_epoch_length(num_samples, num_shards))
 
 
 class ShardedStream:
     """Sample indices for shard ``shard_id`` of ``num_shards``; ``take(k)`` advances it."""
 
-    def __init__(self, num_samples, shard_id=0, num_shards=1, seed=0, epoch=0, offset=0):
+    def __init__(self, num_samples, shard_id=0, num_shards=1, seed=0, epoch=0, offset=0,
+                 epoch_length=None, streams=1):
+        """``epoch_length`` and ``streams`` are for data.shuffle=node (data/node_shuffle.py):
+        this stream is one of ``streams`` equally long ones (one per node), each over its own
+        samples padded to ``epoch_length``; the state still counts samples of the whole job."""
         if num_samples <= 0:
             raise ValueError("cannot stream an empty data set")
         if not 0 <= shard_id < num_shards:
@@ -37,7 +41,9 @@ class ShardedStream:
         self.shard_id = shard_id
         self.num_shards = num_shards
         self.seed = seed
-        self.epoch_length = padded_epoch_length(num_samples, num_shards)
+        self.streams = streams
+        self._length = epoch_length or padded_epoch_length(num_samples, num_shards)
+        self.epoch_length = self._length * streams     # samples of the whole job per epoch
         self._perm_epoch = None
         self._perm = None
         self.load_state({"epoch": epoch, "offset": offset})
@@ -45,26 +51,28 @@ class ShardedStream:
     # --- state ----------------------------------------------------------------------------
     def state(self):
         """Global position: the next epoch to read from and the job-wide offset inside it."""
-        return {"epoch": self.epoch, "offset": self.offset}
+        return {"epoch": self.epoch, "offset": self.offset * self.streams}
 
     def load_state(self, state):
         epoch, offset = int(state["epoch"]), int(state["offset"])
-        if offset % self.num_shards:
-            raise ValueError(f"stream offset {offset} is not a multiple of {self.num_shards} "
-                             "ranks: resume with a world size that divides the global batch")
+        if offset % (self.num_shards * self.streams):
+            raise ValueError(f"stream offset {offset} is not a multiple of "
+                             f"{self.num_shards * self.streams} ranks: resume with a world size "
+                             "that divides the global batch")
         if not 0 <= offset <= self.epoch_length:
             raise ValueError(f"stream offset {offset} is outside epoch length {self.epoch_length}")
-        self.epoch, self.offset = epoch, offset
+        self.epoch, self.offset = epoch, offset // self.streams
 
     @property
     def epochs_done(self):
         """Fractional epochs consumed by the whole job."""
-        return self.epoch + self.offset / self.epoch_length
+        return self.epoch + self.offset / self._length
 
     # --- reading --------------------------------------------------------------------------
     def _permutation(self, epoch):
         if self._perm_epoch != epoch:
-            self._perm = epoch_permutation(self.num_samples, self.num_shards, self.seed, epoch)
+            self._perm = epoch_permutation(self.num_samples, self.num_shards, self.seed, epoch,
+                                           self._length)
             self._perm_epoch = epoch
         return self._perm
 
@@ -72,20 +80,27 @@ class ShardedStream:
         """The next ``count`` indices of this shard, as (indices, epochs) int arrays."""
         indices, epochs = [], []
         while count > 0:
-            if self.offset == self.epoch_length:
+            if self.offset == self._length:
                 self.epoch, self.offset = self.epoch + 1, 0
             perm = self._permutation(self.epoch)
-            available = (self.epoch_length - self.offset) // self.num_shards
+            available = (self._length - self.offset) // self.num_shards
             n = min(count, available)
             start = self.offset + self.shard_id
             indices.append(perm[start:start + n * self.num_shards:self.num_shards])
             epochs.append(np.full(n, self.epoch))
             self.offset += n * self.num_shards
             count -= n
-        if self.offset == self.epoch_length:
+        if self.offset == self._length:
             self.epoch, self.offset = self.epoch + 1, 0
         return (np.concatenate(indices) if indices else np.zeros(0, np.int64),
                 np.concatenate(epochs) if epochs else np.zeros(0, np.int64))
+
+
+def stream_for(listing, shard_id, num_shards, seed):
+    """The training stream of ``listing``: data.shuffle=node listings carry their own epoch
+    length and stream count (``stream_args``)."""
+    return ShardedStream(len(listing), shard_id, num_shards, seed,
+                         **getattr(listing, "stream_args", {}))
 
 
 class DeliveredPosition:

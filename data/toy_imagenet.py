@@ -84,7 +84,7 @@ def make_image(class_index, num_classes, size, rng):
     background = _rgb(rng.random(), rng.uniform(0.0, 0.5), rng.uniform(0.2, 0.9))
     noise = rng.normal(0, 18, (size, size, 3))
     base = np.clip(np.array(background, np.float32) + noise, 0, 255).astype(np.uint8)
-    img = Image.fromarray(base, "RGB")
+    img = Image.fromarray(base)   # uint8 (h, w, 3): RGB; the mode argument is deprecated
     draw = ImageDraw.Draw(img)
     # Hue bands overlap their neighbours (jitter wider than the band), so shape matters.
     hue = (class_index + rng.uniform(-0.6, 0.6)) / num_classes
@@ -94,6 +94,11 @@ def make_image(class_index, num_classes, size, rng):
     cy = rng.uniform(r, size - r)
     draw_shape(draw, SHAPES[class_index], cx, cy, r, rng.uniform(0, 2 * math.pi), fill, background)
     return img.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.8)))
+
+
+# The file that marks a directory as a toy set this module wrote (the Makefile's toy-data
+# and clean remove a directory only when it holds this file).
+MARKER = ".toy_imagenet"
 
 
 def write_split(out_dir, split, num_classes, per_class, size, seed, quality=90):
@@ -109,6 +114,9 @@ def write_split(out_dir, split, num_classes, per_class, size, seed, quality=90):
 def generate(out_dir, classes=10, train_per_class=260, val_per_class=50, size=64, seed=0):
     if not 2 <= classes <= len(SHAPES):
         raise ValueError(f"--classes must be between 2 and {len(SHAPES)}")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, MARKER), "w") as f:   # `make` removes only such dirs
+        f.write("written by python -m data.toy_imagenet\n")
     write_split(out_dir, "train", classes, train_per_class, size, seed)
     write_split(out_dir, "val", classes, val_per_class, size, seed)
 

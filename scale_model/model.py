@@ -38,8 +38,9 @@ the fraction of backward during which finished gradients can already be sent (0.
 0 = no overlap, 1 = everything after the first bucket). The trainer's dry run takes it from
 trainer_overlap(): 0 unless the trainer uses all_reduce_callback (native with
 comm.backward_callback on NCCL), whose exchanges alone start before backward ends.
-compute(b) = overhead + b * per_image, fitted through the preset's published throughput at
-its reference batch.
+compute(b) = overhead + b * per_image, through the preset's throughput at its reference batch:
+for every preset now the MLPerf-calibrated curve (scale_model/calibration.py; ABCI's GPUs take
+the DGX preset of the same GPU), so a small per-GPU batch runs below peak.
 
 nnabla's all_reduce_callback (comm.backward_callback) also blocks the host once per gradient
 array in an MPI_Allreduce over the world before packing it (``callback_checks``, charged in

@@ -143,6 +143,19 @@ def split_batch(global_batch, world_size, mode, max_local_batch=None, micro_batc
     return micro_batch, global_batch // unit
 
 
+def split_stages(stages, world_size, mode, max_local_batch=None):
+    """(local_batch, accumulation) of every stage on ``world_size`` ranks (the accumulate
+    mode's micro-batch is the first stage's); ScheduleError for the first that cannot split."""
+    splits, micro = [], None
+    for i, spec in enumerate(stages):
+        local, accum = split_batch(spec["global_batch"], world_size, mode, max_local_batch,
+                                   micro, f"batch.stages[{i}]")
+        if mode == "accumulate" and micro is None:
+            micro = local
+        splits.append((local, accum))
+    return splits
+
+
 # --- the plan ----------------------------------------------------------------------------
 class BatchPlan:
     """Stages placed on the step axis for one world size and epoch length (samples).
@@ -162,14 +175,10 @@ class BatchPlan:
         self.mode = mode
         self.max_local_batch = max_local_batch
         self.stages = []
-        micro = None
+        splits = split_stages(stages, world_size, mode, max_local_batch)
         step, sample = 0, 0
-        for i, spec in enumerate(stages):
+        for i, (spec, (local, accum)) in enumerate(zip(stages, splits)):
             where = f"batch.stages[{i}]"
-            local, accum = split_batch(spec["global_batch"], world_size, mode, max_local_batch,
-                                       micro, where)
-            if mode == "accumulate" and micro is None:
-                micro = local
             # exact, in samples; str(): 0.2 means 1/5, not the binary float just above it
             boundary = Fraction(str(spec["until_epoch"])) * epoch_length
             steps = max(0, math.ceil((boundary - sample) / spec["global_batch"]))

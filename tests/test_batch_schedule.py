@@ -17,6 +17,7 @@ from training.config import ConfigError, load_config
 TWO = [{"until_epoch": 2, "global_batch": 300}, {"until_epoch": 5, "global_batch": 600}]
 
 
+@pytest.mark.procs
 def test_importing_schedules_pulls_in_neither_nnabla_nor_mpi():
     code = ("import sys, schedules.batch, schedules.schedule, schedules.lr; "
             "bad = [m for m in ('nnabla', 'mpi4py') if m in sys.modules]; "

@@ -70,6 +70,7 @@ def _train(opt, x, y, loss, steps, seed):
         opt.step(0.05)
 
 
+@pytest.mark.train
 def test_params_and_momentum_restore_bitwise(tmp_path):
     """Train 2 steps, checkpoint, restore into a fresh model: 2 more steps match exactly."""
     model, opt, x, y, loss = _model_and_optimizer(0)

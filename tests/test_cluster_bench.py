@@ -6,8 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from mpi import REPO
 from test_minicluster import NOTHING, fresh_name, leftovers, machine, root_links  # noqa: F401
+
+pytestmark = [pytest.mark.procs, pytest.mark.root]
 
 NODES, G = 3, 2
 

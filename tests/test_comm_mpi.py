@@ -13,6 +13,8 @@ import pytest
 
 from mpi import WORKERS, run_mpi
 
+pytestmark = pytest.mark.procs
+
 LAUNCHES = {1: "1x1", 2: "1x2,2x1", 4: "2x2,4x1,1x4", 6: "2x3,3x2"}
 
 

@@ -56,11 +56,18 @@ def test_groups_are_listed_in_one_order_and_degenerate_ones_left_out():
     assert Grid.from_shape(1, 1, 1).groups() == []
 
 
+def names(algorithm, x, y):
+    return [p.name for p in plan.phases(algorithm, Grid.from_shape(x, y, x * y))]
+
+
 def test_phases_skip_groups_of_one_rank():
-    assert plan.phases("torus2d", Grid.from_shape(2, 2, 4)) == ["rs_row", "ar_col", "ag_row"]
-    assert plan.phases("torus2d", Grid.from_shape(1, 4, 4)) == ["ar_col"]
-    assert plan.phases("torus2d", Grid.from_shape(4, 1, 4)) == ["rs_row", "ag_row"]
-    assert plan.phases("hierarchical", Grid.from_shape(1, 1, 1)) == []
+    assert names("torus2d", 2, 2) == ["rs_row", "ar_col", "ag_row"]
+    assert names("torus2d", 1, 4) == ["ar_col"]
+    assert names("torus2d", 4, 1) == ["rs_row", "ag_row"]
+    assert names("hierarchical", 1, 1) == []
+    (column,) = plan.phases("torus2d", Grid.from_shape(1, 4, 4))    # no row: the whole bucket
+    assert column.operand == "bucket"
+    assert plan.phases("torus2d", Grid.from_shape(2, 2, 4))[1].operand == "shard"
     with pytest.raises(CommError, match="not one of"):
         plan.phases("tree", Grid.from_shape(1, 1, 1))
 
@@ -81,6 +88,10 @@ def test_torus_moves_the_bandwidth_optimal_volume_in_fewer_steps(x, y):
     assert plan.steps("torus2d", g) == 2 * (x - 1) + 2 * (y - 1)
     assert plan.steps("ring", g) == 2 * (n - 1)
     assert plan.steps("torus2d", g) <= plan.steps("ring", g)
+    for algorithm in ("torus2d", "ring"):     # the phases both backends run say the same
+        phased = sum(plan.collective_bytes(p.collective, *plan.phase_bytes(p, s, g))
+                     for p in plan.phases(algorithm, g))
+        assert phased == pytest.approx(plan.bytes_per_rank(s, n))
 
 
 def _covered(layout, sizes):
@@ -158,6 +169,6 @@ def test_create_rejects_bad_arguments_in_one_line(kwargs, message):
 
 
 def test_every_phase_has_a_fixed_code():
-    names = set(itertools.chain.from_iterable(
-        plan.phases(a, Grid.from_shape(2, 2, 4)) for a in plan.ALGORITHMS))
+    names = {p.name for p in itertools.chain.from_iterable(
+        plan.phases(a, Grid.from_shape(2, 2, 4)) for a in plan.ALGORITHMS)}
     assert names <= set(plan.PHASE_NAMES)

@@ -18,6 +18,8 @@ def trainer(*args):
     return [os.path.join(REPO, "train_resnet50.py"), "--config", "configs/cpu_demo_constant.yaml", *args]
 
 
+@pytest.mark.procs
+@pytest.mark.train
 def test_four_ranks_end_with_identical_parameters(toy_dir, tmp_path):
     """Broadcast at start + averaged gradients every step: every rank must end with the same
     bytes. (This failed while the trainer all-reduced stale gradient views.)"""
@@ -40,6 +42,7 @@ def test_four_ranks_end_with_identical_parameters(toy_dir, tmp_path):
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
 
 
+@pytest.mark.procs
 def test_a_grid_that_does_not_fit_fails_on_every_rank(toy_dir, tmp_path):
     proc = run_mpi(2, trainer("--data-dir", toy_dir, "--output-dir", str(tmp_path / "o"),
                               "--set", "comm.grid=2x2", *TINY), timeout=120)

@@ -42,7 +42,7 @@ def test_unknown_section_and_override_key():
     ("model=3", "model is a section"),
     ("optim.decay=linear", "optim.decay='linear' is not one of cosine, poly, step"),
     ("train.global_batch=0", "train.global_batch=0 must be positive"),
-    ("optim.label_smoothing=1.5", r"optim.label_smoothing=1.5 must lie in \[0, 1\]"),
+    ("optim.label_smoothing=1.5", r"optim.label_smoothing=1.5 must lie in \[0, 1\)"),
     ("optim.warmup_epochs=100", "must be less than train.epochs"),
     ("width", "expected section.key=value"),
 ])

@@ -1,5 +1,6 @@
-"""The DALI loaders on real JPEG files (DALI 2.x CPU pipelines, no stand-ins)."""
+"""The DALI loaders on real JPEG files (CPU pipelines of each pinned DALI: 2.4, 1.53, 1.35)."""
 import os
+import threading
 
 import nnabla as nn
 import numpy as np
@@ -9,7 +10,7 @@ from PIL import Image
 from data.dali_loader import DaliTrainLoader, DaliValLoader
 from data.imagefolder import DataError, Listing, list_imagenet, list_split
 from data.pil_loader import MEAN, STD, PilTrainLoader, PilValLoader
-from data.sampler import padded_epoch_length
+from data.sampler import padded_epoch_length, stream_for
 
 LOW, HIGH = (0 - MEAN.max()) / STD.min(), (255 - MEAN.min()) / STD.min()
 
@@ -91,6 +92,30 @@ def test_dali_and_pillow_crop_the_same_windows(toy_dir, awkward_dir):
             assert vd == vp
             np.testing.assert_array_equal(yd, yp)
             assert np.abs(xd - xp).mean() < 0.05
+
+
+def test_exif_orientation_is_ignored_as_pillow_does(tmp_path):
+    """DALI 2.x decoders rotate by EXIF unless told not to; the 1.x decoders of the 3.9/3.8
+    pins cannot be told but never rotate. Every pinned DALI must crop the stored grid."""
+    grid = np.zeros((40, 96, 3), np.uint8)
+    grid[:, :48, 0], grid[:14, :, 1], grid[:, 80:, 2] = 230, 200, 250   # no symmetry
+    for orientation in (6, 8, 3):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        for split in ("train", "val"):
+            (tmp_path / split / "a").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(grid).save(tmp_path / split / "a" / f"{orientation}.JPEG", "JPEG",
+                                       exif=exif, quality=95)
+    train, val = list_imagenet(str(tmp_path))
+    dali = DaliTrainLoader(train, 24, seed=1, min_crop_area=0.5)
+    pil = PilTrainLoader(train, 24, seed=1, min_crop_area=0.5)
+    # a rotated decode fails the batch (crop outside the picture) or differs by ~2
+    xd, xp = dali.next_batch(3)[0], pil.next_batch(3)[0]
+    dali.close(), pil.close()
+    assert np.abs(xd - xp).mean() < 0.05, np.abs(xd - xp).mean()
+    (vd, _, _), = DaliValLoader(val, 24, 3)
+    (vp, _, _), = PilValLoader(val, 24, 3)
+    assert np.abs(vd - vp).mean() < 0.05, np.abs(vd - vp).mean()
 
 
 def test_one_epoch_over_all_shards_is_the_whole_data_set(toy_dir):
@@ -201,3 +226,66 @@ def test_a_broken_file_is_named_with_the_fix(tmp_path):
         val = DaliValLoader(listing, 16, batch_size=2)
         with pytest.raises(DataError, match=name):
             list(val)
+
+
+def test_the_training_thread_makes_no_dali_pipeline_call(toy_dir, monkeypatch):
+    """Every pipeline call (build, feed_input, schedule_run, outputs, ...) happens on the
+    loader's own thread, also across batch-size changes, a rebuild and close()."""
+    from data import dali_loader
+    calls = []
+    real = dali_loader.train_pipeline
+
+    def recorded(*args, **kwargs):
+        calls.append(("create", threading.get_ident()))
+        pipe = real(*args, **kwargs)
+        for name in ("build", "feed_input", "schedule_run", "outputs", "share_outputs",
+                     "release_outputs", "run"):
+            def call(*a, _method=getattr(pipe, name), _name=name, **kw):
+                calls.append((_name, threading.get_ident()))
+                return _method(*a, **kw)
+            setattr(pipe, name, call)
+        return pipe
+
+    monkeypatch.setattr(dali_loader, "train_pipeline", recorded)
+    train, _ = list_imagenet(toy_dir)
+    from nnabla.ext_utils import get_extension_context
+    ctx = get_extension_context("cpu")
+    image, label = nn.NdArray((9, 3, 16, 16)), nn.NdArray((9, 1))
+    loader = DaliTrainLoader(train, 16, seed=3)
+    for size in (6, 6, 4, 9):                      # a rewind, then a rebuild
+        loader.next_batch(size)
+    loader.next_batch_into(image, label, 9, ctx)
+    loader.close()
+    names = {name for name, _ in calls}
+    assert {"create", "build", "feed_input", "schedule_run", "outputs"} <= names, names
+    assert [name for name, _ in calls].count("create") == 2        # the rebuild happened
+    threads = {thread for _, thread in calls}
+    assert threading.get_ident() not in threads and len(threads) == 1, calls
+
+
+@pytest.mark.parametrize("broken", ["empty.JPEG", "truncated.JPEG"])   # read / decode error
+def test_a_broken_file_fails_at_the_batch_it_belongs_to(tmp_path, broken):
+    """Batches before the broken file's are delivered; its own batch raises the one-line
+    error naming it; state() stays at the last delivered batch."""
+    write_broken(tmp_path / "src")
+    folder = tmp_path / "set" / "train" / "a"
+    folder.mkdir(parents=True)
+    for good in range(11):
+        os.link(tmp_path / "src" / "ok.JPEG", folder / f"{good:02}.JPEG")
+    os.link(tmp_path / "src" / broken, folder / broken)
+    listing = list_split(str(tmp_path / "set"), "train")
+    bad = listing.files.index(str(folder / broken))
+    for seed in range(50):                          # a seed that puts it in batch 3 or later
+        stream = stream_for(listing, 0, 1, seed)
+        batches = [stream.take(2)[0] for _ in range(6)]
+        at = next(k for k, b in enumerate(batches) if bad in b)
+        if at >= 3:
+            break
+    loader = DaliTrainLoader(listing, 16, seed=seed)
+    for k in range(at):
+        loader.next_batch(2)
+    delivered = loader.state()
+    with pytest.raises(DataError, match=broken):
+        loader.next_batch(2)
+    assert loader.state() == delivered == {"epoch": 0, "offset": 2 * at}
+    loader.close()

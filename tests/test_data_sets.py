@@ -31,6 +31,7 @@ def dirty_dir(toy_dir, tmp_path_factory):
     return root, first, broken
 
 
+@pytest.mark.procs
 def test_checker_finds_exactly_the_broken_files(dirty_dir, tmp_path):
     root, first, broken = dirty_dir
     exclude = tmp_path / "bad.txt"
@@ -45,6 +46,7 @@ def test_checker_finds_exactly_the_broken_files(dirty_dir, tmp_path):
     assert "data.exclude_list=" in proc.stdout
 
 
+@pytest.mark.procs
 def test_checker_passes_a_clean_set_and_flags_layout_problems(toy_dir, tmp_path):
     proc = checker(toy_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -62,6 +64,7 @@ def test_checker_passes_a_clean_set_and_flags_layout_problems(toy_dir, tmp_path)
     assert proc.returncode == 2 and "is not a directory" in proc.stderr
 
 
+@pytest.mark.procs
 def test_exclusion_list_drops_files_up_front(dirty_dir, tmp_path):
     root, first, broken = dirty_dir
     exclude = tmp_path / "bad.txt"
@@ -93,6 +96,7 @@ def test_bad_image_policy_is_validated():
                                      "data.exclude_list=nope.txt"]).data)
 
 
+@pytest.mark.procs
 def test_file_lists_match_the_folder_listing(toy_dir, tmp_path):
     train, val = list_imagenet(toy_dir)
     for name, listing in (("train_label", train), ("val_label", val)):
@@ -142,6 +146,7 @@ def test_synthetic_backend_needs_no_files_and_keeps_the_contract():
     assert counts.sum() == 23 and counts.tolist() == np.bincount(val.labels, minlength=5).tolist()
 
 
+@pytest.mark.procs
 def test_trainer_stops_on_a_broken_image_with_one_line(toy_dir, tmp_path):
     root = tmp_path / "d"
     shutil.copytree(toy_dir, root)

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import run_trainer
 from scale_model import model as sim
+from scale_model.presets import get_preset
 from training import device
 
 ALGORITHMS = ("ring", "torus2d", "hierarchical", "native")
@@ -77,6 +78,7 @@ PAPER = ["--config", "configs/paper_224s.yaml", "--dry-run", "--world-size", "21
          "--local-size", "4"]
 
 
+@pytest.mark.procs
 def test_torus2d_dry_run_exposes_the_whole_all_reduce_and_says_why():
     proc = run_trainer(*PAPER)
     assert proc.returncode == 0, proc.stderr
@@ -88,8 +90,12 @@ def test_torus2d_dry_run_exposes_the_whole_all_reduce_and_says_why():
                         sim.OVERLAP_RULE + ")")
     assert "gradients 16-bit on the wire (type_config half): 2 B x 25,557,032 parameters = " \
            "51.1 MB" in lines[1]
-    assert any(ln.startswith("compute per step = 6.9 ms") and "1376 img/s" in ln for ln in lines)
+    v100 = get_preset("abci2-v100")
+    assert any(ln.startswith(f"compute per step = {v100.step_overhead_ms.value:g} ms")
+               and f"{v100.train_images_per_s.value:g} img/s" in ln for ln in lines)
     assert any(ln.startswith("hardware of preset abci2-v100") for ln in lines)
+    band = [ln for ln in proc.stdout.splitlines() if ln.startswith("band       ")]
+    assert len(band) == 1 and "14 published step times" in band[0]
     assert not any("backward = 2/3" in ln for ln in lines)     # unused at overlap 0
     assert len(lines) == len(set(lines))                         # once each, not per stage
     stages = [(5.025, 34816), (90.051, 69632)]                   # the plan's stage ends
@@ -103,6 +109,7 @@ NATIVE_GPU = ["--config", "configs/goyal_8k.yaml", "--dry-run", "--world-size", 
               "--local-size", "8", "--set", "device=gpu", "--set", "comm.algorithm=native"]
 
 
+@pytest.mark.procs
 def test_native_with_the_callback_on_gpu_overlaps_half_and_pays_the_host_checks():
     proc = run_trainer(*NATIVE_GPU, "--set", "comm.backward_callback=true")
     plain = run_trainer(*NATIVE_GPU)
@@ -123,6 +130,7 @@ def test_native_with_the_callback_on_gpu_overlaps_half_and_pays_the_host_checks(
     assert stage_numbers(plain.stdout, 0)[2] == 0
 
 
+@pytest.mark.procs
 def test_a_stage_that_accumulates_loses_the_callback_and_its_overlap():
     proc = run_trainer(*PAPER, "--set", "comm.algorithm=native", "--set",
                        "comm.backward_callback=true", "--set", "batch.mode=accumulate",
@@ -135,6 +143,7 @@ def test_a_stage_that_accumulates_loses_the_callback_and_its_overlap():
                              "used only with one micro-batch") for ln in assumed(proc.stdout))
 
 
+@pytest.mark.procs
 def test_on_the_mpi_backend_nothing_overlaps():
     proc = run_trainer(*PAPER, "--set", "device=cpu", "--set", "data.device=cpu", "--set",
                        "comm.algorithm=native", "--set", "comm.backward_callback=true")

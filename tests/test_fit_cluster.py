@@ -157,6 +157,7 @@ def run_cli(*args):
     (["ROWS", "--fit-shapes", "16x1"], "error: no rows of the fit shapes 16x1"),
     (["ROWS", "--fit-algorithms", "tree"], "error: fit algorithms tree: choose from"),
 ])
+@pytest.mark.procs
 def test_cli_errors_are_one_line(tmp_path, args, message):
     rows = write(tmp_path, [row_obj(4, 2, 2, True, "ring", 4096 * 4 ** k, time_us=1e3 * (k + 1))
                             for k in range(6)])
@@ -200,6 +201,7 @@ def test_smaller_messages_counted_miss_the_worst_case_target():
     assert r["summary"]["meets_target"] is False
 
 
+@pytest.mark.procs
 def test_cli_prints_and_writes_the_same_markdown(tmp_path):
     out = tmp_path / "calibration.md"
     r = run_cli(GOLDEN, "--markdown", str(out))

@@ -10,6 +10,7 @@ from conftest import run_trainer
 from mpi import REPO, run_mpi
 
 
+@pytest.mark.procs
 def test_dry_run_prints_the_gpu_plan_of_the_paper_recipe():
     proc = run_trainer("--config", "configs/paper_224s.yaml", "--dry-run",
                        "--world-size", "2176", "--local-size", "4")
@@ -24,6 +25,7 @@ def test_dry_run_prints_the_gpu_plan_of_the_paper_recipe():
     assert "col3: ranks 3, 7, 11, 15, ..., 2171, 2175" in out
 
 
+@pytest.mark.procs
 def test_dry_run_predicts_step_and_time_to_train_from_the_scale_model():
     proc = run_trainer("--config", "configs/paper_224s.yaml", "--dry-run",
                        "--world-size", "2176", "--local-size", "4")
@@ -38,6 +40,7 @@ def test_dry_run_predicts_step_and_time_to_train_from_the_scale_model():
     assert bad.returncode != 0 and "--preset dgx: unknown" in bad.stderr
 
 
+@pytest.mark.procs
 def test_dry_run_of_native_nccl_charges_the_callback_for_its_host_checks():
     """all_reduce_callback is opt-in: it blocks the host in one world MPI_Allreduce per
     gradient array, and the prediction charges those 161 checks instead of calling it faster."""
@@ -62,6 +65,7 @@ def error_lines(stderr):
     return [line for line in stderr.splitlines() if line.startswith("error: ")]
 
 
+@pytest.mark.procs
 def test_without_the_gpu_stack_each_missing_piece_is_one_line(toy_dir, tmp_path):
     proc = run_trainer("--config", "configs/cpu_demo.yaml", "--data-dir", toy_dir,
                        "--output-dir", str(tmp_path / "o"), "--set", "device=gpu")
@@ -74,6 +78,7 @@ def test_without_the_gpu_stack_each_missing_piece_is_one_line(toy_dir, tmp_path)
     assert not os.path.exists(tmp_path / "o")                     # no work was started
 
 
+@pytest.mark.procs
 def test_under_mpirun_nccl_and_libmpi_are_checked_too(toy_dir, tmp_path):
     proc = run_mpi(2, [os.path.join(REPO, "train_resnet50.py"), "--config",
                        "configs/cpu_demo.yaml", "--data-dir", toy_dir, "--output-dir",

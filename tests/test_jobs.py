@@ -17,8 +17,14 @@ import pytest
 
 from conftest import PYTHON, REPO
 
+pytestmark = pytest.mark.procs
+
 TRY = os.path.join(REPO, "jobs", "try_locally.sh")
 CPU_CONFIG = os.path.join(REPO, "configs", "cpu_demo.yaml")
+# cpu_demo.yaml's stages with global batches every rank count used here divides (jobs.render
+# refuses a batch the job's ranks cannot split, as the trainer would at start)
+FITS = ["--set", "batch.stages=[{until_epoch: 2, global_batch: 104448}, "
+                 "{until_epoch: 12, global_batch: 208896}]"]
 
 
 def render(*args, cwd=REPO):
@@ -84,7 +90,7 @@ def option(argv, flag):
 def test_abci3_directives_follow_the_node_count(tmp_path, nodes, service):
     extra = ["--reservation", "R77.pbs1"] if service != "spot" else []
     _, text = render_ok(tmp_path, "--system", "abci3", "--nodes", str(nodes), "--walltime",
-                        "2:00:00", "--group", "gx123", "--service", service, *extra)
+                        "2:00:00", "--group", "gx123", "--service", service, *extra, *FITS)
     pbs = directive(text, "#PBS ")
     assert f"-l select={nodes}:mpiprocs=8" in pbs
     assert "-l walltime=02:00:00" in pbs and "-P gx123" in pbs
@@ -98,7 +104,7 @@ def test_abci3_directives_follow_the_node_count(tmp_path, nodes, service):
 def test_abci3_272_nodes_launch_2176_ranks_eight_per_node(tmp_path):
     script, _ = render_ok(tmp_path, "--system", "abci3", "--service", "whole-system",
                           "--reservation", "R1", "--nodes", "272", "--walltime", "01:00:00",
-                          "--group", "gx")
+                          "--group", "gx", *FITS)
     r, calls = try_out(script, "--check-only")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Open MPI accepts the launch line" in r.stdout
@@ -113,7 +119,7 @@ def test_abci3_272_nodes_launch_2176_ranks_eight_per_node(tmp_path):
 def test_abci2_544_nodes_launch_2176_ranks_four_per_node(tmp_path):
     script, text = render_ok(tmp_path, "--system", "abci2", "--service", "whole-system",
                              "--reservation", "4242", "--nodes", "544", "--walltime",
-                             "00:30:00", "--group", "gx")
+                             "00:30:00", "--group", "gx", *FITS)
     sge = directive(text, "#$ ")
     assert "-l rt_F=544" in sge and "-l h_rt=00:30:00" in sge
     assert "-cwd" in sge and "-j y" in sge
@@ -130,7 +136,7 @@ def test_abci2_544_nodes_launch_2176_ranks_four_per_node(tmp_path):
 def test_slurm_directives_and_launch(tmp_path):
     script, text = render_ok(tmp_path, "--system", "slurm", "--nodes", "3", "--gpus-per-node",
                              "4", "--walltime", "10:00:00", "--group", "acct", "--partition",
-                             "gpu", "--stop-margin", "120")
+                             "gpu", "--stop-margin", "120", *FITS)
     sb = directive(text, "#SBATCH ")
     for d in ("--nodes=3", "--ntasks-per-node=4", "--gpus-per-node=4", "--time=10:00:00",
               "--signal=B:USR1@120", "--account=acct", "--partition=gpu"):
@@ -155,18 +161,18 @@ def test_local_script_adds_root_and_oversubscribe_flags_only_when_needed(tmp_pat
 def test_grid_from_the_node_shape_unless_the_config_fixes_it(tmp_path):
     fixed = write_config(tmp_path, "comm:\n  grid: 8x2\n", "fixed.yaml")
     _, text = render_ok(tmp_path, "--system", "abci3", "--nodes", "2", "--walltime", "1:00:00",
-                        "--group", "g", config=fixed)
+                        "--group", "g", "--data-dir", str(tmp_path), config=fixed)
     assert 'GRID=""' in text
     auto = write_config(tmp_path, "comm:\n  grid: auto\n", "auto.yaml")
     _, text = render_ok(tmp_path, "--system", "abci3", "--nodes", "2", "--walltime", "1:00:00",
-                        "--group", "g", config=auto)
+                        "--group", "g", "--data-dir", str(tmp_path), config=auto)
     assert 'GRID="${GPUS_PER_NODE}x${NODES}"' in text
 
 
 def test_gpu_systems_train_on_the_gpu(tmp_path):
     says_gpu = write_config(tmp_path, "device: gpu\n", "gpu.yaml")
     _, text = render_ok(tmp_path, "--system", "abci2", "--nodes", "1", "--walltime", "1:00:00",
-                        "--group", "g", config=says_gpu)
+                        "--group", "g", "--data-dir", str(tmp_path), config=says_gpu)
     assert "DEVICE=${JOB_DEVICE:-gpu}" in text and "CONFIG_DEVICE=gpu" in text
     _, text = render_ok(tmp_path, "--system", "abci2", "--nodes", "1", "--walltime", "1:00:00",
                         "--group", "g")   # cpu_demo.yaml says nothing: --set device=gpu
@@ -380,7 +386,7 @@ def stopped(run, ranks):
 
 def test_the_script_stops_the_trainer_before_the_walltime(tmp_path, stand_in_repo):
     script, _ = render_ok(tmp_path, "--system", "local", "--gpus-per-node", "3", "--walltime",
-                          "00:00:10", "--stop-margin", "7", "--repo", str(stand_in_repo))
+                          "00:00:10", "--stop-margin", "7", "--repo", str(stand_in_repo), *FITS)
     r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "7s before the walltime: asking the trainer to checkpoint and stop" in r.stdout
@@ -418,6 +424,7 @@ def test_renderer_help_mentions_every_system():
 
 
 # --- the same script, run here -----------------------------------------------------------------
+@pytest.mark.train
 def test_a_rendered_abci3_job_trains_a_few_steps_with_4_ranks_here(tmp_path, toy_dir):
     """The submitted text, unchanged, on made-up hosts: 2 nodes x 2 ranks as a 2x2 torus."""
     script, _ = render_ok(tmp_path, "--system", "abci3", "--nodes", "2", "--walltime",

@@ -29,13 +29,17 @@ def sources(*patterns):
 FORBIDDEN = [  # (files, top-level packages they must not import)
     (("train_resnet50.py", "training/*.py"), {"tools"}),
     (("comm/*.py",), {"models", "data", "training", "schedules", "tools", "nnabla_ext"}),
-    (("data/*.py",), {"comm", "models", "training", "tools", "mpi4py"}),
+    (("data/*.py",), {"comm", "models", "training", "tools", "mpi4py"}),   # but see ALLOWED
     (("schedules/*.py",), {"nnabla", "mpi4py", "comm", "data", "models", "training", "tools"}),
     (("scale_model/*.py",), {"nnabla", "mpi4py", "comm", "data", "models", "training", "tools"}),
     # the double of nnabla's communicator stands in for nnabla-ext-cuda: nothing of ours
     (("rehearsal/*.py",), {"comm", "data", "models", "training", "schedules", "tools",
                            "nnabla_ext"}),
 ]
+
+# data/stage.py is an mpirun command-line tool (staging onto node-local disks), not part of the
+# loaders: it may use MPI, and nothing imports it.
+ALLOWED = {("data/stage.py", "mpi4py")}
 
 
 @pytest.mark.parametrize("patterns,forbidden", FORBIDDEN, ids=lambda v: ",".join(sorted(v))
@@ -44,5 +48,6 @@ def test_imports_point_down(patterns, forbidden):
     files = sources(*patterns)
     assert files, f"no files match {patterns}"
     bad = [f"{os.path.relpath(f, REPO)} imports {m}" for f in files
-           for m in imported_modules(f) if m.split(".")[0] in forbidden]
+           for m in imported_modules(f) if m.split(".")[0] in forbidden
+           and (os.path.relpath(f, REPO), m.split(".")[0]) not in ALLOWED]
     assert not bad, "; ".join(bad)

@@ -58,6 +58,7 @@ def test_layout_names_addresses_and_bad_requests():
     assert not any(mine.fullmatch(ns) for ns in ("t10-node1", "t1x-head", "t1-node", "t1-foo"))
 
 
+@pytest.mark.procs
 def test_the_agent_runs_the_daemon_inside_the_node_it_names(tmp_path):
     """The agent as PRRTE calls it (ssh options, HOST, the daemon's command words), with
     `setpriv` replaced by a recorder: the rest of the chain is what would run."""
@@ -141,13 +142,14 @@ def machine():
         pytest.skip(f"emulated cluster: {why}")
 
 
-@pytest.fixture(scope="module")
-def cluster(machine, tmp_path_factory):
+def cluster_for_tests(tmp_path_factory, nodes=NODES, rails=RAILS):
+    """A cluster with a fresh name (a generator for module fixtures): removed at the end,
+    also when a test fails, and checked to have left nothing behind."""
     name = fresh_name()
     root = str(tmp_path_factory.mktemp("minicluster"))
     before = root_links()
     try:
-        c = minicluster.Cluster.up(NODES, RAILS, "200mbit", name=name, root=root)
+        c = minicluster.Cluster.up(nodes, rails, "200mbit", name=name, root=root)
         c.root_links_before = before
         c.cli_env = dict(os.environ, MINICLUSTER_NAME=name, MINICLUSTER_STATE_DIR=root,
                          PYTHONPATH=REPO)
@@ -161,11 +163,18 @@ def cluster(machine, tmp_path_factory):
         assert left == NOTHING, f"the cluster left {left}"
 
 
+@pytest.fixture(scope="module")
+def cluster(machine, tmp_path_factory):
+    yield from cluster_for_tests(tmp_path_factory)
+
+
 def cli(c, *argv, timeout=300):
     return subprocess.run([sys.executable, "-m", "tools.minicluster", *argv], cwd=REPO,
                           env=c.cli_env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.procs
+@pytest.mark.root
 def test_up_builds_only_inside_its_namespaces_with_no_route_out(cluster):
     L = cluster.layout
     assert sorted(network.namespaces_of(L.name)) == sorted(L.namespaces)
@@ -189,6 +198,8 @@ def test_up_builds_only_inside_its_namespaces_with_no_route_out(cluster):
     assert again.stderr.count("\n") == 1 and "is already up" in again.stderr
 
 
+@pytest.mark.procs
+@pytest.mark.root
 def test_reshape_and_link_change_every_link_and_come_back(cluster):
     assert cli(cluster, "reshape", "--rate", "100mbit").returncode == 0
     rates = network.qdisc_rates(cluster.layout.switch)
@@ -207,6 +218,8 @@ def test_reshape_and_link_change_every_link_and_come_back(cluster):
     assert bad.returncode == 2 and "'node9' is not a node of cluster" in bad.stderr
 
 
+@pytest.mark.procs
+@pytest.mark.root
 def test_run_exits_with_the_status_of_the_command(cluster):
     # An MPI program: one that exits at once (`true`) can hang Open MPI 5.0.11's mpirun, a
     # launch race in PRRTE (README, "An emulated cluster").
@@ -215,6 +228,8 @@ def test_run_exits_with_the_status_of_the_command(cluster):
     assert r.returncode == 7, r.stderr[-2000:]           # rank 5, on node 3
 
 
+@pytest.mark.procs
+@pytest.mark.root
 def test_ranks_are_on_their_nodes_and_every_algorithm_is_exact_across_them(cluster):
     r = cli(cluster, "run", "--ranks-per-node", str(G), "--rail-per-rank", "--",
             sys.executable, os.path.join(WORKERS, "cluster_probe.py"))
@@ -235,6 +250,28 @@ def test_ranks_are_on_their_nodes_and_every_algorithm_is_exact_across_them(clust
     assert sent["rail0"] > total and sent["rail1"] < total / 100, sent
 
 
+@pytest.mark.procs
+@pytest.mark.root
+def test_nccl_auto_grid_finds_the_nodes_when_mpirun_interleaves_the_ranks(cluster):
+    """--map-by node: rank r on node r % 4, so consecutive ranks are on different nodes; comm's
+    NCCL backend (over the double) must still make one row per node, as the MPI backend does,
+    and agree with nnabla's local_rank (the GPU each rank takes)."""
+    r = cli(cluster, "mpirun", "--", "-np", str(NODES * G), "--hostfile",
+            cluster.hostfile(G), "--map-by", "node", sys.executable,
+            os.path.join(WORKERS, "nccl_auto_grid.py"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    res = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+    hosts = res["hosts"]
+    assert hosts[0] != hosts[1] and hosts[0] == hosts[NODES]          # interleaved
+    assert res["grid"] == [G, NODES] and res["sum_ok"] is True
+    for row in res["rows"]:                                            # a row is a node
+        assert len({hosts[rank] for rank in row}) == 1
+        assert [res["local_ranks"][rank] for rank in row] == list(range(G))
+    assert len({hosts[row[0]] for row in res["rows"]}) == NODES
+
+
+@pytest.mark.procs
+@pytest.mark.root
 def test_killing_mpirun_ends_every_daemon_and_rank_even_on_a_cut_off_node(cluster):
     """No stray ranks when a job is killed without warning. The connected nodes' daemons see
     mpirun's sockets close; a node cut off sees nothing, and its daemon (PID 1 of its own PID
@@ -276,6 +313,9 @@ def uninterrupted(cluster, toy_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.procs
+@pytest.mark.root
+@pytest.mark.train
 def test_training_across_the_nodes_ends_identical_on_every_rank(cluster, uninterrupted):
     start = records(uninterrupted)[0]
     assert start["event"] == "start" and start["world_size"] == NODES * G
@@ -299,6 +339,9 @@ def node_processes(c):
     return {ns: network.pids(ns) for ns in [c.layout.head, *c.layout.node_names]}
 
 
+@pytest.mark.procs
+@pytest.mark.root
+@pytest.mark.train
 def test_a_node_dropping_off_ends_the_run_and_resume_ends_as_uninterrupted(
         cluster, uninterrupted, toy_dir, tmp_path):
     out = str(tmp_path / "cut")
@@ -348,6 +391,9 @@ def test_a_node_dropping_off_ends_the_run_and_resume_ends_as_uninterrupted(
         list(range(1, TOTAL_STEPS + 1))
 
 
+@pytest.mark.procs
+@pytest.mark.root
+@pytest.mark.train
 def test_a_rendered_pbs_job_runs_unchanged_across_the_nodes(cluster, toy_dir, tmp_path):
     script, _ = render_ok(tmp_path, "--system", "abci3", "--nodes", "2", "--walltime",
                           "1:00:00", "--group", "g")
@@ -366,6 +412,8 @@ def test_a_rendered_pbs_job_runs_unchanged_across_the_nodes(cluster, toy_dir, tm
 
 
 # --- clean-up ---------------------------------------------------------------------------------
+@pytest.mark.procs
+@pytest.mark.root
 def test_down_clears_what_a_crashed_run_left_and_nothing_else(machine, tmp_path):
     name = fresh_name()
     env = dict(os.environ, MINICLUSTER_NAME=name, MINICLUSTER_STATE_DIR=str(tmp_path),
@@ -400,6 +448,8 @@ def test_down_clears_what_a_crashed_run_left_and_nothing_else(machine, tmp_path)
     assert not network.namespaces_of(name) and not network.namespaces_of(name + "x")
 
 
+@pytest.mark.procs
+@pytest.mark.root
 def test_down_removes_the_cluster_and_everything_it_started(cluster):
     name, root = cluster.layout.name, os.path.dirname(cluster.state_dir)
     r = cli(cluster, "down")

@@ -113,6 +113,7 @@ def lars_cfg():
         "batch.stages=[{until_epoch: 2, global_batch: 4}, {until_epoch: 4, global_batch: 5}]"])
 
 
+@pytest.mark.procs
 def test_a_written_run_nests_its_intervals_and_passes_the_checker(lars_cfg, tmp_path):
     lines = write_a_run(tmp_path, lars_cfg)
     keys = [x["key"] for x in lines]

@@ -243,6 +243,7 @@ def test_malformed_lines_are_named_and_skipped(tmp_path):
     ("empty-log", "is empty"),
     ("garbage-log", "has no readable line"),
 ])
+@pytest.mark.procs
 def test_unreadable_runs_are_one_line_errors_before_any_output(setup, message, tmp_path):
     run = tmp_path / "run"
     if setup != "missing-dir":
@@ -261,6 +262,7 @@ def test_unreadable_runs_are_one_line_errors_before_any_output(setup, message, t
 
 
 @pytest.mark.parametrize("value", ["75", "0.5,abc", "0"])
+@pytest.mark.procs
 def test_bad_thresholds_are_refused(value, tmp_path):
     proc = report_cli(B16, "--thresholds", value, "--out", str(tmp_path / "o"))
     assert proc.returncode != 0 and "--thresholds" in proc.stderr
@@ -281,6 +283,7 @@ def test_thresholds_option_and_paper_rows(tmp_path):
     assert "Reported by others" in proc.stdout
 
 
+@pytest.mark.procs
 def test_default_output_directory(tmp_path):
     run = copy_run(B16, tmp_path / "demo")
     proc = report_cli(run)                                    # the real command, end to end
@@ -318,6 +321,7 @@ def test_series_match_what_nnabla_monitorseries_writes(two_runs, tmp_path):
         assert f.readline() == "15 0.925\n"                  # 1 - 0.075 at step 15
 
 
+@pytest.mark.procs
 def test_nnabla_reads_and_plots_the_series(two_runs, tmp_path):
     import matplotlib
     matplotlib.use("Agg")

@@ -15,6 +15,8 @@ import pytest
 from mlperf_check import comparable, compliance_failures, mllog_lines, toy_failures
 from mpi import REPO, mpirun_command, run_mpi
 
+pytestmark = [pytest.mark.procs, pytest.mark.train]
+
 # 240 toy images, batch 16 -> 32 after the first epoch: 15 + 8 = 23 updates in 2 epochs
 TINY = ["--set", "model.width=0.125", "--set", "data.image_size=32",
         "--set", "train.epochs=2", "--set", "train.global_batch=null",

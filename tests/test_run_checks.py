@@ -8,6 +8,8 @@ import pytest
 from conftest import run_trainer
 from mpi import REPO, run_mpi
 
+pytestmark = pytest.mark.procs
+
 TINY = ["--config", "configs/cpu_demo_constant.yaml", "--set", "model.width=0.125",
         "--set", "data.image_size=16", "--set", "train.global_batch=16",
         "--set", "train.epochs=0.2", "--set", "optim.warmup_epochs=0",
@@ -41,14 +43,16 @@ def test_an_unwritable_output_dir_is_refused_before_training(toy_dir, tmp_path):
 @pytest.mark.parametrize("change,message", [
     (["--set", "model.width=0.25"], "the checkpoint holds another model (model.width differ)"),
     (["--set", "train.global_batch=32"], "global batch schedule"),
-    (["--set", "train.epochs=0.4"], "over 0.2 epochs differs from this run's"),
+    (["--set", "train.epochs=0.4"], "over 0.2 epochs (this run: [(0.4, 16)] over 0.4)"),
 ])
+@pytest.mark.train
 def test_resume_refuses_a_different_model_or_batch_schedule(finished, toy_dir, change, message):
     line = one_error_line(run_trainer(*TINY, *change, "--data-dir", toy_dir,
                                       "--output-dir", finished, "--resume"))
     assert message in line
 
 
+@pytest.mark.train
 def test_resume_of_a_missing_file_and_from_nothing(toy_dir, tmp_path):
     line = one_error_line(run_trainer(*TINY, "--data-dir", toy_dir, "--output-dir",
                                       str(tmp_path / "a"), "--resume", str(tmp_path / "x.npz")))
@@ -59,17 +63,25 @@ def test_resume_of_a_missing_file_and_from_nothing(toy_dir, tmp_path):
     assert "no checkpoint in" in proc.stdout and "starting from the beginning" in proc.stdout
 
 
+@pytest.mark.train
 def test_a_completed_run_resumed_on_two_ranks_has_nothing_left(finished, toy_dir):
-    """Another world size may continue a run when the global batch divides it."""
-    proc = run_mpi(2, [os.path.join(REPO, "train_resnet50.py"), *TINY, "--data-dir", toy_dir,
-                       "--output-dir", finished, "--resume", "--set", "comm.grid=1x2"],
-                   timeout=300)
+    """Another world size continues a run when asked to (--accept-changes) and the global
+    batch divides it; without the flag it is refused (another experiment)."""
+    argv = [os.path.join(REPO, "train_resnet50.py"), *TINY, "--data-dir", toy_dir,
+            "--output-dir", finished, "--resume", "--set", "comm.grid=1x2"]
+    refused = run_mpi(2, argv, timeout=300)
+    assert refused.returncode != 0 and "1 ranks (now 2)" in refused.stderr and \
+        "--accept-changes" in refused.stderr, refused.stderr[-3000:]
+    proc = run_mpi(2, argv + ["--accept-changes"], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resume: --accept-changes: the checkpoint was trained with 1 ranks (now 2)" in \
+        proc.stdout
     with open(os.path.join(finished, "log.jsonl")) as f:
         resume = [json.loads(line) for line in f if '"resume"' in line][-1]
     assert resume["world_size"] == 2 and resume["step"] == 3
 
 
+@pytest.mark.train
 def test_fp16_overflow_skips_updates_and_lowers_the_loss_scale(toy_dir, tmp_path):
     """A loss scale of 2**20 makes half-precision gradients overflow (max 65504): those steps
     are skipped, the scale halves until the gradients are finite, and training goes on."""

@@ -90,6 +90,8 @@ def read_log(path):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.procs
+@pytest.mark.train
 def test_two_stage_run_switches_at_the_right_step_and_keeps_learning(toy_dir, tmp_path):
     out = str(tmp_path / "run")
     proc = run_trainer("--config", "configs/cpu_demo.yaml", "--data-dir", toy_dir,
@@ -115,6 +117,8 @@ def test_two_stage_run_switches_at_the_right_step_and_keeps_learning(toy_dir, tm
     assert [r["event"] for r in records].count("eval") == 2
 
 
+@pytest.mark.procs
+@pytest.mark.train
 def test_accumulate_mode_runs_micro_steps_with_exact_epoch_accounting(toy_dir, tmp_path):
     out = str(tmp_path / "acc")
     args = [a.replace("until_epoch: 12", "until_epoch: 3") for a in TWO_STAGE]
@@ -144,6 +148,7 @@ def test_accumulate_mode_runs_micro_steps_with_exact_epoch_accounting(toy_dir, t
                                "0.941476  2.5e-05", "69,632        32      1  1,565     4.004",
                                "24.699  0.951807   0.0001"]),
 ])
+@pytest.mark.procs
 def test_dry_runs_of_the_paper_recipes_plan_a_cluster_on_this_cpu(config, world, expect,
                                                                    tmp_path):
     png = str(tmp_path / "schedule.png")
@@ -168,6 +173,7 @@ def test_dry_runs_of_the_paper_recipes_plan_a_cluster_on_this_cpu(config, world,
     (["--config", "configs/paper_224s.yaml", "--set", "train.global_batch=1024", "--dry-run"],
      "train.global_batch=1024 and batch.stages are both set"),
 ])
+@pytest.mark.procs
 def test_schedule_errors_are_one_line_before_any_work(args, message, tmp_path):
     proc = run_trainer(*args, "--output-dir", str(tmp_path / "o"))
     assert proc.returncode != 0

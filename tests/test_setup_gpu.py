@@ -36,6 +36,7 @@ def has_system_cuda():
     return out.strip() not in ("", "0")
 
 
+@pytest.mark.procs
 def test_without_a_cuda_runtime_the_wheels_come_from_pypi(tmp_path):
     if has_system_cuda():
         pytest.skip("this machine has a CUDA 12 runtime: the site case covers it")
@@ -45,6 +46,7 @@ def test_without_a_cuda_runtime_the_wheels_come_from_pypi(tmp_path):
     assert "requirements-cuda-runtime.txt" in proc.stdout.splitlines()[-1]
 
 
+@pytest.mark.procs
 def test_a_site_cuda_module_is_kept(tmp_path):
     lib = fake_cuda(tmp_path)
     for env in ({"CUDA_HOME": str(lib.parent)}, {"LD_LIBRARY_PATH": f"/nonexistent:{lib}"}):
@@ -54,6 +56,7 @@ def test_a_site_cuda_module_is_kept(tmp_path):
         assert "requirements-cuda-runtime.txt" not in proc.stdout
 
 
+@pytest.mark.procs
 def test_the_venv_own_runtime_is_not_mistaken_for_a_site_one(tmp_path):
     """After `source .venv/bin/gpu_env.sh` the PyPI runtime is on LD_LIBRARY_PATH; a second
     setup must not take it for a site module."""
@@ -64,6 +67,7 @@ def test_the_venv_own_runtime_is_not_mistaken_for_a_site_one(tmp_path):
     assert "no CUDA 12 runtime found" in proc.stdout, proc.stdout
 
 
+@pytest.mark.procs
 def test_forcing_and_a_bad_value(tmp_path):
     lib = fake_cuda(tmp_path)
     proc = dry_run(tmp_path, CUDA_HOME=str(lib.parent), CUDA_RUNTIME="pypi")

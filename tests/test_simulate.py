@@ -287,11 +287,13 @@ def run_cli(*args):
                           text=True, cwd=REPO, timeout=120)
 
 
+@pytest.mark.procs
 def test_cli_entry_point_error_is_one_line_and_nonzero():
     r = run_cli("table", "--preset", "nope")
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [
-        "error: unknown preset 'nope'; known presets: abci2-v100, abci3-h200"]
+        "error: unknown preset 'nope'; known presets: abci2-v100, abci3-h200, dgx1-v100, "
+        "dgx2h-v100, dgxa100-40g, dgxa100-80g, dgxh100"]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -315,6 +317,7 @@ def test_cli_errors_are_one_line_and_nonzero(args, message, capsys):
     assert message in err
 
 
+@pytest.mark.procs
 def test_cli_ttt_reads_a_recipe_and_plot_writes_a_png(tmp_path):
     cfg = tmp_path / "sched.yaml"
     cfg.write_text("batch:\n  stages:\n    - {until_epoch: 5, global_batch: 34816}\n"
@@ -346,6 +349,7 @@ def test_cli_says_which_overlap_it_assumes_and_what_the_trainer_does(args, expec
     assert sim.OVERLAP_RULE in line
 
 
+@pytest.mark.procs
 def test_probe_under_mpirun_feeds_the_fitter(tmp_path):
     """Real mpirun, 2 ranks: the probe's JSON lines are what the fitter reads."""
     out = tmp_path / "probe.jsonl"

@@ -17,6 +17,7 @@ TINY = ["--set", "model.width=0.125", "--set", "data.image_size=32",
         "--set", "eval.batch_size=20", "--set", "train.log_every_steps=5"]
 
 
+@pytest.mark.train
 def test_a_few_steps_lower_the_loss_on_one_batch(toy_dir):
     """Real graph, real optimizer, real JPEG batch: the loss must fall when fitting it."""
     from data.imagefolder import list_imagenet
@@ -56,6 +57,8 @@ def short_run(toy_dir, tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.procs
+@pytest.mark.train
 def test_log_lines_carry_the_documented_keys(short_run):
     out, _ = short_run
     records = read_log(os.path.join(out, "log.jsonl"))
@@ -79,6 +82,8 @@ def test_log_lines_carry_the_documented_keys(short_run):
     assert ends[0]["step"] == 30                                 # ceil(2 * 240 / 16)
 
 
+@pytest.mark.procs
+@pytest.mark.train
 def test_summary_and_resolved_config(short_run):
     out, proc = short_run
     with open(os.path.join(out, "summary.json")) as f:
@@ -96,6 +101,8 @@ def test_summary_and_resolved_config(short_run):
     assert "val top-1" in proc.stdout
 
 
+@pytest.mark.procs
+@pytest.mark.train
 def test_refuses_to_overwrite_a_previous_run(short_run, toy_dir):
     out, _ = short_run
     proc = run_trainer("--config", "configs/cpu_demo_constant.yaml", "--data-dir", toy_dir,
@@ -104,6 +111,7 @@ def test_refuses_to_overwrite_a_previous_run(short_run, toy_dir):
     assert "already holds a run" in proc.stderr and "--overwrite" in proc.stderr
 
 
+@pytest.mark.procs
 def test_dry_run_of_the_full_size_recipe_needs_no_data():
     proc = run_trainer("--config", "configs/resnet50_imagenet.yaml", "--dry-run")
     assert proc.returncode == 0, proc.stderr
@@ -117,6 +125,7 @@ def test_dry_run_of_the_full_size_recipe_needs_no_data():
     (["--data-dir", "/nonexistent/dir"], "data directory /nonexistent/dir does not exist"),
     (["--config", "configs/nope.yaml"], "configs/nope.yaml does not exist"),
 ])
+@pytest.mark.procs
 def test_cli_errors_are_one_line(args, message, tmp_path):
     proc = run_trainer(*args, "--output-dir", str(tmp_path / "o"))
     assert proc.returncode != 0
@@ -124,6 +133,8 @@ def test_cli_errors_are_one_line(args, message, tmp_path):
     assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
+@pytest.mark.procs
+@pytest.mark.train
 def test_epoch_and_step_lines_count_the_same_training_time(short_run):
     """Both kinds of line exclude evaluation time exactly once, so the training seconds they
     imply (images / images_per_s) add up to the same total; this failed when the epoch lines

@@ -77,6 +77,11 @@ def parse_args(argv):
                    help="with --backend nccl: comm/'s NCCL backend on CPU ranks, over "
                         "rehearsal/'s double of nnabla's communicator (correctness only: the "
                         "times are the double's, on the CPU, not NCCL's)")
+    p.add_argument("--host-overhead", action="store_true",
+                   help="with --rehearse-gpu --backend nccl: the host's own work per all-reduce "
+                        "of ResNet-50's arrays and per training step, with collectives that move "
+                        "no data (one JSON line each: host_ms_per_allreduce, nnabla calls)")
+    p.add_argument("--iters", type=int, default=20, help="--host-overhead: timed calls")
     p.add_argument("--json", help="also write one JSON object per row to this file (rank 0)")
     return p.parse_args(argv)
 
@@ -267,6 +272,108 @@ def topology():
     return len(set(names)), per_node
 
 
+def nnabla_calls(c):
+    """Collective calls made on the double(s) behind comm's NCCL backend ``c`` (a half job
+    has a float one too, for its float32 gradients)."""
+    return sum(nc.calls for nc in (c.nc, c.full_nc) if nc is not None)
+
+
+def host_overhead_allreduce(args, names, shapes):
+    """Rows of host milliseconds (process CPU and wall, rank 0) and nnabla communicator calls
+    per all_reduce of ``shapes`` on comm's NCCL backend over the no-op double."""
+    import nnabla as nn
+    import rehearsal
+    nn.set_default_context(rehearsal.contexts("float")[0])
+    arrays = [nn.NdArray.from_numpy_array(np.zeros(s, np.float32)) for s in shapes]
+    rows = []
+    for name in names:
+        c = comm.create(name, args.grid, backend="nccl", bucket_mb=args.bucket_mb,
+                        timeout_s=args.timeout_s, ctx=rehearsal.contexts("float")[0],
+                        **rehearsal.comm_options(no_op=True))
+        c.all_reduce(arrays)                     # warm-up: the plan is made once
+        calls = nnabla_calls(c)
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(args.iters):
+            c.all_reduce(arrays, average=True)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        rows.append({"measure": "allreduce", "algorithm": name, "grid": "x".join(map(str, c.grid)),
+                     "arrays": len(arrays), "buckets": c.counters()["buckets"] // (args.iters + 1),
+                     "bucket_mb": args.bucket_mb,
+                     "host_ms_per_allreduce": cpu / args.iters * 1e3,
+                     "wall_ms_per_allreduce": wall / args.iters * 1e3,
+                     "nnabla_calls_per_allreduce": (nnabla_calls(c) - calls) / args.iters,
+                     "host_reads_per_allreduce": 0})
+        c.close()
+    return rows
+
+
+def host_overhead_step(args, algorithm, type_config):
+    """One row: host milliseconds and nnabla calls of a training step's host work besides
+    forward/backward (zero_grad, the loss sum, the exchange with its one host read, the
+    half-precision gradient probe, the update), ResNet-50's 161 arrays at a tiny width."""
+    import nnabla as nn
+    import rehearsal
+    from models.resnet import ResNet, is_decay_exempt
+    from training.device import Exchange, LossSum
+    from training.optim import Optimizer
+    ctx, float_ctx = rehearsal.contexts(type_config)
+    nn.set_default_context(ctx)
+    nn.clear_parameters()
+    model = ResNet(50, 10, width=1 / 64)
+    loss = nn.Variable.from_numpy_array(np.ones((1,), np.float32))
+    model(nn.Variable((1, 3, 32, 32)), train=True)
+    params = model.parameters()
+
+    def as_after_backward():      # cuDNN's gradients: half, but BN's in float (DRV_BN_T)
+        for k, p in params.items():
+            half = type_config == "half" and not is_decay_exempt(k)
+            p.grad.cast(np.float16 if half else np.float32)[...] = 0
+    c = comm.create(algorithm, args.grid, backend="nccl", bucket_mb=args.bucket_mb,
+                    timeout_s=args.timeout_s, ctx=ctx, **rehearsal.comm_options(no_op=True))
+    optimizer = Optimizer(params, float_ctx=float_ctx)
+    exchange, loss_sum = Exchange(c, params, False, float_ctx), LossSum(float_ctx)
+    probe = optimizer.grads_probe(float_ctx) if type_config == "half" else None
+
+    def step():                   # its host CPU seconds
+        as_after_backward()
+        t = time.process_time()
+        optimizer.zero_grad()
+        loss_sum.reset()
+        loss_sum.add(loss)
+        exchange(loss_sum.total, False, probe=probe)
+        optimizer.step(0.0)
+        return time.process_time() - t
+    step()
+    before = c.counters()
+    calls = nnabla_calls(c)
+    cpu = float(np.median([step() for _ in range(args.iters)]))
+    after = c.counters()
+    c.close()
+    return {"measure": "step", "algorithm": algorithm, "type_config": type_config,
+            "arrays": len(params), "host_ms_per_step": cpu * 1e3,   # median over steps
+            "nnabla_comm_calls_per_step": (nnabla_calls(c) - calls) / args.iters,
+            "host_reads_per_step": (after["host_reads"] - before["host_reads"]) / args.iters}
+
+
+def host_overhead(args, names):
+    if not (args.rehearse_gpu and args.backend == "nccl"):
+        sys.exit("error: --host-overhead measures the NCCL backend's host work over the "
+                 "rehearsal double: add --rehearse-gpu --backend nccl")
+    rows = host_overhead_allreduce(args, names, resnet50_shapes(args.resnet_width))
+    rows += [host_overhead_step(args, a, t) for a in names for t in ("float", "half")]
+    load = os.getloadavg()[0]
+    out = open(args.json, "w") if (args.json and WORLD.rank == 0) else None
+    for row in rows:
+        row.update(ranks=WORLD.size, iters=args.iters, load_avg_1min=round(load, 2))
+        if WORLD.rank == 0:
+            print(json.dumps(row), flush=True)
+            if out:
+                out.write(json.dumps(row) + "\n")
+    if out:
+        out.close()
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     tags = parse_tags(args.tag)
@@ -277,6 +384,8 @@ def main(argv=None):
         names = [a for a in names if a not in ("plain", "ring")]
     if args.rehearse_gpu and args.backend != "nccl":
         sys.exit("error: --rehearse-gpu rehearses the GPU path: add --backend nccl")
+    if args.host_overhead:
+        return host_overhead(args, names)
     device = Device(args.backend, args.rehearse_gpu)
     impls = []
     try:

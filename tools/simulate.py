@@ -9,8 +9,10 @@ import math
 import os
 import sys
 
+from scale_model import calibration
 from scale_model import fit as simulate_fit
 from scale_model import fit_cluster
+from scale_model import mlperf
 from scale_model import model as sim
 from scale_model import presets as simulate_presets
 from scale_model.presets import PresetError
@@ -84,7 +86,8 @@ def _stages(text):
 
 
 def _common(p, batch=True):
-    p.add_argument("--preset", default="abci2-v100", help="abci2-v100 | abci3-h200")
+    p.add_argument("--preset", default="abci2-v100",
+                   help=" | ".join(simulate_presets.PRESETS))
     p.add_argument("--params", type=_positive(int), default=sim.RESNET50_PARAMETERS,
                    help="gradient elements (default ResNet-50: 25,557,032)")
     p.add_argument("--bytes-per-param", type=_positive(int), default=2,
@@ -154,6 +157,20 @@ def build_parser():
                          f"{fit_cluster.MIN_COUNTED_BYTES}: below it a step is CPU scheduling)")
     fc.add_argument("--markdown", help="also write the printed tables to this file")
     fc.add_argument("--json", help="also write the full report here")
+    pd = sub.add_parser("predict", help="step and time to train of an MLPerf-style run (MXNet, "
+                        "Horovod, NCCL) on a preset, with the calibration's error band")
+    pd.add_argument("--system", required=True,
+                    help="preset: " + ", ".join(simulate_presets.PRESETS))
+    pd.add_argument("--accelerators", type=_positive(int), required=True, help="GPUs in all")
+    pd.add_argument("--global-batch", type=_positive(int), required=True)
+    pd.add_argument("--epochs", type=_positive(float), help="also the time to train this many")
+    pd.add_argument("--eval-every", type=float, default=0.0,
+                    help="epochs between evaluations, counted in the time to train (0 = none)")
+    pd.add_argument("--json", action="store_true", help="one JSON line")
+    va = sub.add_parser("validate", help="MLPerf calibration rows: measured against predicted; "
+                        "the paper's runs explained by the calibrated model")
+    va.add_argument("--markdown", action="store_true")
+    va.add_argument("--plot", help="also write the predicted-against-measured PNG here")
     pr = sub.add_parser("presets", help="every preset number with its source (Markdown)")
     pr.add_argument("names", nargs="*")
     return p
@@ -326,11 +343,13 @@ def cmd_paper(a):
           f"({a.params:,} parameters); overlap {a.overlap:g}; per-GPU compute "
           f"{32 / compute.seconds(32):.0f} img/s at 32 per GPU, "
           f"{16 / compute.seconds(16):.0f} at 16 "
-          "(from the preset's published throughput); eval and start-up not counted")
+          "(the preset's MLPerf-calibrated compute curve); eval and start-up not counted")
     _print_table(head, rows, a.markdown)
     print("assumptions:")
-    print("  - " + overlap_assumption(a, "the paper's software (not ours)")
-          .removeprefix("assumed: ") + "; the overlap 0 / 1 column brackets it")
+    assumption = overlap_assumption(a, "the paper's software (not ours)")
+    if assumption.startswith("assumed: "):      # (str.removeprefix needs Python 3.9)
+        assumption = assumption[len("assumed: "):]
+    print("  - " + assumption + "; the overlap 0 / 1 column brackets it")
     for n in notes:
         print(f"  - {n}")
     print("  - 'implied' = the per-GPU throughput at 32 images/GPU that makes the torus2d "
@@ -417,9 +436,131 @@ def _print_table(head, rows, markdown):
         print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
 
 
+def cmd_predict(a):
+    step = mlperf.predict(a.system, a.accelerators, a.global_batch)
+    band = calibration.validate()
+    out = {"system": step["system"], "accelerators": a.accelerators, "nodes": step["nodes"],
+           "per_node": step["per_node"], "global_batch": a.global_batch,
+           "local_batch": step["local_batch"], "step_ms": step["step_s"] * 1e3,
+           "images_per_s": step["images_per_s"], "compute_ms": step["compute_s"] * 1e3,
+           "allreduce_ms": step["allreduce_s"] * 1e3,
+           "allreduce_algorithm": step["allreduce_algorithm"],
+           "exposed_allreduce_ms": step["exposed_s"] * 1e3, "horovod_groups": step["groups"],
+           "calibration_median_abs_error": band["median_abs_error"],
+           "calibration_max_abs_error": band["max_abs_error"]}
+    if a.epochs:
+        ttt = mlperf.time_to_train(step, a.epochs, a.eval_every)
+        out.update(epochs=a.epochs, train_s=ttt["train_s"], eval_s=ttt["eval_s"],
+                   time_to_train_s=ttt["time_to_train_s"])
+    elif a.eval_every:
+        raise sim.SimError("--eval-every needs --epochs (the evaluations are counted in the "
+                           "time to train)")
+    if a.json:
+        print(json.dumps(out))
+        return
+    print(f"{out['system']}: {a.accelerators} GPUs ({out['nodes']} nodes x {out['per_node']}), "
+          f"global batch {a.global_batch} = {out['local_batch']} per GPU")
+    print(f"step {out['step_ms']:.2f} ms = compute {out['compute_ms']:.2f} ms + exposed "
+          f"all-reduce {out['exposed_allreduce_ms']:.2f} ms (NCCL {out['allreduce_algorithm']} "
+          f"{out['allreduce_ms']:.2f} ms, Horovod groups {out['horovod_groups']}); "
+          f"{out['images_per_s']:,.0f} images/s")
+    if a.epochs:
+        print(f"time to train {out['time_to_train_s']:.1f} s = {out['train_s']:.1f} s of "
+              f"{a.epochs:g} epochs + {out['eval_s']:.1f} s evaluation (start-up not counted)")
+    print("error band: " + calibration.error_band(band))
+
+
+def cmd_validate(a):
+    r = calibration.validate()
+    fit = r["fit"]
+    print(f"# fitted on {len(r['rows'])} rows: step overhead {fit['overhead_s'] * 1e3:.3f} ms "
+          "(every preset); peak images/s per GPU: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in fit["peak_images_per_s"].items()))
+    head = ["preset", "system (round)", "GPUs", "per node", "global batch", "per GPU",
+            "measured ms", "predicted ms", "error", "compute ms", "all-reduce ms", "exposed ms"]
+    rows = [[x["row"].preset, f"{x['row'].system} ({x['row'].round})",
+             str(x["row"].accelerators), str(x["row"].per_node), f"{x['row'].global_batch:,}",
+             str(x["predicted"]["local_batch"]), f"{x['row'].step_ms:.1f}",
+             f"{x['predicted']['step_s'] * 1e3:.1f}", f"{x['error'] * 100:+.1f}%",
+             f"{x['predicted']['compute_s'] * 1e3:.1f}",
+             f"{x['predicted']['allreduce_s'] * 1e3:.2f} "
+             f"({x['predicted']['allreduce_algorithm']})",
+             f"{x['predicted']['exposed_s'] * 1e3:.2f}"] for x in r["rows"]]
+    _print_table(head, rows, a.markdown)
+    print(f"\nabsolute error: median {r['median_abs_error']:.1%}, worst {r['max_abs_error']:.1%} "
+          f"(target {calibration.TARGET_CALIBRATION:.0%}): "
+          f"{'within' if r['within_target'] else 'MISSES'} the target")
+    stale = calibration.presets_in_sync(fit)
+    print("presets: " + (f"STALE, update scale_model/presets.py: {', '.join(stale)}" if stale
+                         else "the stored compute of every DGX preset is this fit's"))
+    _print_paper_explained(a.markdown)
+    if a.plot:
+        plot_validation(r, a.plot)
+    return 1 if stale else 0
+
+
+def _print_paper_explained(markdown):
+    print("\n# the paper's runs on abci2-v100 with the calibrated compute (torus2d after "
+          "backward as comm/ runs it; NCCL's own all-reduce beside it; evaluation every epoch)")
+    head = ["run", "GPUs", "reported s", "compute s", "communication s (torus2d)",
+            "(NCCL instead)", "evaluation s", "modelled s", "rest s", "rest per step ms",
+            "speed if the rest were compute"]
+    rows = []
+    for run in PAPER_RUNS:
+        x = calibration.explain_run(run)
+        rows.append([run["name"], f"{run['gpus']:,}", f"{x['reported_s']:g}",
+                     f"{x['compute_s']:.1f}", f"{x['communication_s']:.1f}",
+                     f"{x['nccl_communication_s']:.1f}", f"{x['evaluation_s']:.1f}",
+                     f"{x['modelled_s']:.1f}", f"{x['rest_s']:.1f}",
+                     f"{x['rest_per_step_ms']:.1f}",
+                     f"{x['compute_speed_if_rest_were_compute']:.0%}"])
+    _print_table(head, rows, markdown)
+
+
+def plot_validation(result, out):
+    """Predicted against measured step time (left) and the per-GPU compute curves with the
+    rows' measured per-GPU throughput (right)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    names = list(result["fit"]["peak_images_per_s"])
+    colours = dict(zip(names, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for x in result["rows"]:
+        r, colour = x["row"], colours[x["row"].preset]
+        marker = "o" if r.accelerators <= r.per_node else "s"
+        left.scatter(r.step_ms, x["predicted"]["step_s"] * 1e3, color=colour, marker=marker)
+        right.scatter(x["predicted"]["local_batch"], r.global_batch / r.step_ms * 1e3
+                      / r.accelerators, color=colour, marker=marker)
+    line = [8, 200]
+    left.plot(line, line, "k-", lw=0.8)
+    for f in (0.9, 1.1):
+        left.plot(line, [v * f for v in line], "k:", lw=0.8)
+    left.set(xscale="log", yscale="log", xlabel="measured step (ms)",
+             ylabel="predicted step (ms)", title="MLPerf calibration rows (dotted: +-10%)")
+    batches = [2 ** (k / 4) for k in range(8, 38)]
+    fit = result["fit"]
+    for name in names:
+        curve = mlperf.ComputeCurve(fit["overhead_s"], fit["peak_images_per_s"][name])
+        right.plot(batches, [curve.images_per_s_at(b) for b in batches], color=colours[name],
+                   label=name)
+    right.set(xscale="log", xlabel="images per GPU per step", ylabel="images/s per GPU",
+              title="compute curves; measured (o: 1 node, s: more)")
+    right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle("python -m tools.simulate validate --plot " + out, fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp.png"
+    fig.savefig(tmp, dpi=72)
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+
+
 COMMANDS = {"table": cmd_table, "plot": cmd_plot, "ttt": cmd_ttt, "paper": cmd_paper,
             "grid": cmd_grid, "fit": cmd_fit, "fit-cluster": cmd_fit_cluster,
-            "presets": cmd_presets}
+            "presets": cmd_presets, "predict": cmd_predict, "validate": cmd_validate}
 
 
 def main(argv=None):
@@ -429,11 +570,11 @@ def main(argv=None):
             simulate_presets.get_preset(args.preset)
         if hasattr(args, "overlap") and not 0 <= args.overlap <= 1:
             raise sim.SimError(f"--overlap {args.overlap} must lie in [0, 1]")
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except (sim.SimError, PresetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

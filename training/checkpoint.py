@@ -40,18 +40,50 @@ def save(directory, step, arrays, meta, keep=3):
     tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(final)}")
     payload = dict(arrays)
     payload["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    with open(tmp, "wb") as f:
-        np.savez(f, **payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as f:
+            _write_npz(f, payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except OSError as e:     # a full disk or quota: the partial file goes, the older stay
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise CheckpointError(
+            f"cannot write the checkpoint of step {step} in {directory} "
+            f"({e.strerror or e}); the previous checkpoints are kept: free space there, then "
+            "continue with --resume") from None
     _fsync_dir(directory)
     prune(directory, keep)
+    _remove_orphans(directory, keep=tmp)
     return final
 
 
-def load(path):
-    """(arrays, meta) of a checkpoint file; CheckpointError if it is unreadable."""
+def _remove_orphans(directory, keep):
+    """Temporary files of writes cut short (a run killed mid-checkpoint). Only one run writes
+    here at a time (training/output_dir.py's lock), so any other than ours is an orphan."""
+    for path in glob.glob(os.path.join(directory, ".tmp-*")):
+        if path != keep:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
+def _write_npz(f, arrays):
+    """``np.savez(f, **arrays)`` (the same stored zip of .npy members), with the zip file
+    closed even when a write fails, so a full disk leaves no half-open archive behind."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, value in arrays.items():
+            with z.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+
+
+def load(path, required=()):
+    """(arrays, meta) of a checkpoint file; CheckpointError if it is unreadable or its
+    metadata lacks a ``required`` key."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -61,7 +93,14 @@ def load(path):
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})")
     if "meta" not in arrays:
         raise CheckpointError(f"checkpoint {path} has no metadata: not written by this trainer")
-    meta = json.loads(arrays.pop("meta").tobytes().decode())
+    try:
+        meta = json.loads(np.asarray(arrays.pop("meta")).tobytes().decode())
+    except (UnicodeDecodeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path} has unreadable metadata ({e})") from None
+    missing = [k for k in required if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} has malformed metadata (no "
+                              f"{', '.join(missing)}): not written by this trainer")
     return arrays, meta
 
 
@@ -71,20 +110,31 @@ def list_checkpoints(directory):
     return sorted(paths, key=lambda p: int(_NAME.search(p).group(1)))
 
 
-def load_latest(directory, warn=None):
+def load_latest(directory, warn=None, required=()):
     """The newest loadable checkpoint as (path, arrays, meta), or None if there is none.
 
     An unreadable newest file (truncated, corrupt) is reported through ``warn`` and the one
-    before it is used: losing some steps beats refusing to resume.
+    before it is used: losing some steps beats refusing to resume. If checkpoints exist but
+    none loads (what a failing or overloaded file system shows), CheckpointError with one
+    line per file: starting afresh there would overwrite the run.
     """
     warn = warn or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    for path in reversed(list_checkpoints(directory)):
+    paths, problems = list_checkpoints(directory), []
+    for path in reversed(paths):
         try:
-            arrays, meta = load(path)
+            arrays, meta = load(path, required)
         except CheckpointError as e:
-            warn(f"warning: {e}; trying the previous checkpoint")
+            problems.append(str(e))
             continue
+        for problem in problems:
+            warn(f"warning: {problem}; using an older checkpoint")
         return path, arrays, meta
+    if problems:
+        raise CheckpointError("\n".join(problems[::-1]) + f"\nnone of the {len(problems)} "
+                              f"checkpoints in {directory} can be read, so nothing was "
+                              "changed: retry when the file system is healthy, resume from a "
+                              "copy (--resume FILE), or start afresh with --overwrite (the "
+                              "old run is moved aside)")
     return None
 
 

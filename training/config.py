@@ -7,6 +7,7 @@ trainer writes the result to ``OUTPUT_DIR/config.yaml`` so every run records wha
 """
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -16,6 +17,13 @@ import yaml
 from comm.plan import ALGORITHMS, COLUMN_PHASES, WIRE_DTYPES, CommError, parse_grid
 from schedules.batch import MODES, ScheduleError, check_stages
 from schedules.schedule import LR_BATCH
+
+
+# ResNet depths models/resnet.py builds (tests/test_config.py checks they agree).
+DEPTHS = (18, 34, 50, 101, 152)
+# Buckets below 64 KiB make ResNet-50's 25M gradients thousands of tiny collectives per
+# update: hours of latency that look like a hang.
+MIN_BUCKET_MB = 1 / 16
 
 
 class ConfigError(ValueError):
@@ -35,6 +43,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     dir: Optional[str] = None              # ImageNet layout: DIR/train/<class>/*, DIR/val/<class>/*
+    format: str = "auto"                   # auto | folder | packed (python -m data.prepare_imagenet)
+    shuffle: str = "global"                # global: one permutation of all; node: each node its shards
     backend: str = "dali"                  # dali | pil | synthetic (README "Data")
     device: str = "cpu"                    # dali decoding: cpu | gpu (mixed, on the local rank's GPU)
     image_size: int = 224                  # training crop and validation crop, in pixels
@@ -57,6 +67,7 @@ class TrainConfig:
                                            # null when batch.stages sets the batch
     seed: int = 0
     log_every_steps: int = 20              # a "step" line in log.jsonl every N updates
+    tensorboard: bool = True               # the log's scalars also in OUTPUT_DIR/tb/ (rank 0)
 
 
 @dataclass
@@ -168,6 +179,8 @@ CHOICES = {
     "data.backend": ("dali", "pil", "synthetic"),
     "data.device": ("cpu", "gpu"),
     "data.on_bad_image": ("error", "skip"),
+    "data.format": ("auto", "folder", "packed"),
+    "data.shuffle": ("global", "node"),
     "optim.optimizer": ("momentum", "lars"),
     "optim.lr_scaling": ("linear", "sqrt"),
     "optim.decay": ("cosine", "poly", "step"),
@@ -179,15 +192,26 @@ CHOICES = {
     "mlperf.division": ("closed", "open"),
     "mlperf.status": ("cloud", "onprem", "preview", "research"),
 }
-POSITIVE = ("model.depth", "model.width", "data.image_size", "data.num_threads",
-            "train.epochs", "train.log_every_steps", "optim.lars_coefficient",
-            "eval.every_epochs", "eval.batch_size", "data.val_resize_ratio",
-            "data.synthetic_train_size", "data.synthetic_val_size", "data.synthetic_classes",
-            "comm.bucket_mb", "loss_scale.initial", "loss_scale.growth_interval")
+POSITIVE = ("model.width", "comm.bucket_mb", "train.epochs", "train.log_every_steps", "optim.lars_coefficient",
+            "optim.poly_power", "eval.every_epochs", "eval.batch_size",
+            "data.synthetic_train_size", "data.synthetic_val_size", "loss_scale.initial",
+            "loss_scale.growth_interval")
 NON_NEGATIVE = ("checkpoint.every_steps", "checkpoint.every_epochs", "checkpoint.keep",
-                "optim.lars_eps")
-FRACTIONS = ("optim.label_smoothing", "data.min_crop_area", "optim.warmup_start_factor",
-             "optim.final_lr_factor", "optim.momentum", "mlperf.target_top1")
+                "optim.lars_eps", "optim.weight_decay", "optim.warmup_epochs")
+FRACTIONS = ("optim.warmup_start_factor", "optim.final_lr_factor", "mlperf.target_top1")
+# Keys with their own closed ranges [low, high] (None: unbounded); "(" marks an open end.
+RANGES = {
+    "train.seed": (0, 2 ** 32 - 1, "[]"),             # numpy's RandomState takes 32 bits
+    "data.image_size": (8, 4096, "[]"),                # padding keeps >= 1 pixel at stride 32
+    "data.min_crop_area": (0, 1, "(]"),                # a crop needs some area
+    "data.val_resize_ratio": (1, 8, "[]"),             # the centre crop lies inside the resize
+    "data.num_threads": (1, 256, "[]"),
+    "data.synthetic_classes": (2, None, "[]"),
+    "optim.momentum": (0, 1, "[)"),
+    "optim.label_smoothing": (0, 1, "[)"),
+    "optim.step_gamma": (0, 1, "(]"),                  # a step decay lowers the rate
+    "comm.bucket_mb": (MIN_BUCKET_MB, None, "[]"),
+}
 # Optional keys that must be positive when they are set.
 POSITIVE_OR_NULL = ("optim.base_lr", "optim.peak_lr", "eval.first_epoch")
 
@@ -202,6 +226,12 @@ def load_config(path=None, overrides=()):
                 doc = yaml.safe_load(f) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist; recipes live in configs/")
+        except IsADirectoryError:
+            raise ConfigError(f"--config {path} is a directory; give a recipe file, e.g. "
+                              "configs/cpu_demo.yaml") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {path} cannot be read "
+                              f"({getattr(e, 'strerror', None) or e})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {e}")
         if not isinstance(doc, dict):
@@ -295,7 +325,61 @@ def get(cfg, dotted):
     return cfg
 
 
+def _non_finite(node, prefix=""):
+    """The first dotted key holding NaN or infinity (lists and stage mappings included)."""
+    items = ([(f.name, getattr(node, f.name)) for f in dataclasses.fields(node)]
+             if dataclasses.is_dataclass(node) else
+             list(node.items()) if isinstance(node, dict) else
+             [(f"[{i}]", v) for i, v in enumerate(node)])
+    for name, value in items:
+        key = f"{prefix}{name}" if name.startswith("[") or not prefix else f"{prefix}.{name}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return key, value
+        if dataclasses.is_dataclass(value) or isinstance(value, (list, dict)):
+            found = _non_finite(value, key)
+            if found:
+                return found
+    return None
+
+
+def _in_range(value, low, high, ends):
+    return ((low is None or (value > low if ends[0] == "(" else value >= low)) and
+            (high is None or (value < high if ends[1] == ")" else value <= high)))
+
+
+def _range_text(low, high, ends):
+    num = lambda x: str(x) if isinstance(x, int) else f"{x:g}"  # noqa: E731
+    if high is None:
+        return f"be {'>' if ends[0] == '(' else '>='} {num(low)}"
+    return f"lie in {ends[0]}{num(low)}, {num(high)}{ends[1]}"
+
+
+def _validate_ranges(cfg):
+    if cfg.model.depth not in DEPTHS:
+        raise ConfigError(f"model.depth={cfg.model.depth} must be one of "
+                          f"{', '.join(map(str, DEPTHS))} (the ResNet depths)")
+    for key, (low, high, ends) in RANGES.items():
+        if not _in_range(get(cfg, key), low, high, ends):
+            raise ConfigError(f"{key}={get(cfg, key)} must {_range_text(low, high, ends)}")
+    for i, t in enumerate(cfg.eval.top1_thresholds):
+        if not 0 < t <= 1:
+            raise ConfigError(f"eval.top1_thresholds[{i}]={t} must be in (0, 1]")
+    milestones = cfg.optim.step_milestones
+    if any(b <= a for a, b in zip(milestones, milestones[1:])) or any(m <= 0 for m in milestones):
+        raise ConfigError(f"optim.step_milestones={milestones} must be positive epochs in "
+                          "increasing order")
+    if cfg.optim.decay == "step" and milestones and milestones[-1] >= cfg.train.epochs:
+        raise ConfigError(f"optim.step_milestones={milestones} must lie below train.epochs="
+                          f"{cfg.train.epochs:g}")
+    if cfg.comm.timeout_s and cfg.comm.timeout_s < 1:
+        raise ConfigError(f"comm.timeout_s={cfg.comm.timeout_s} must be 0 (watchdog off) or "
+                          ">= 1 second")
+
+
 def validate(cfg):
+    found = _non_finite(cfg)      # first: every comparison with NaN is false, so passes
+    if found:
+        raise ConfigError(f"{found[0]}={found[1]} must be a finite number")
     for key, allowed in CHOICES.items():
         if get(cfg, key) not in allowed:
             raise ConfigError(f"{key}={get(cfg, key)!r} is not one of "
@@ -336,6 +420,7 @@ def validate(cfg):
     if cfg.model.channel_last and cfg.device == "cpu":
         raise ConfigError("model.channel_last=true needs device=gpu: nnabla's CPU convolution "
                           "supports only NCHW; drop the override for CPU runs")
+    _validate_ranges(cfg)
 
 
 def _validate_batch(cfg):

@@ -7,6 +7,21 @@ data listed when a directory is given.
 IMAGENET_TRAIN_IMAGES = 1281167
 
 
+def print_shuffle(cfg, listing, world_size, local_size):
+    """data.shuffle and what it costs (data/node_shuffle.py)."""
+    packed = listing is not None and hasattr(listing[0], "shards")
+    if packed:
+        print(f"format     packed: {len(listing[0].shards)} training shards, read by index "
+              "(no listing, one positioned read per sample)")
+    if cfg.data.shuffle == "node":
+        from data.node_shuffle import TRADE_OFF
+        nodes = world_size // (local_size or 1)
+        print(f"shuffle    node: {TRADE_OFF.format(nodes=f'{nodes:,}')}")
+    elif packed:
+        print("shuffle    global: one permutation of all training images per epoch, so every "
+              "node holds every shard (data.shuffle=node: each node only 1/N)")
+
+
 def print_plan(cfg, schedule, n_params, listing, world_size, local_size):
     m, o = cfg.model, cfg.optim
     print(f"model      ResNet-{m.depth} v1.5, width {m.width:g}, "
@@ -23,6 +38,7 @@ def print_plan(cfg, schedule, n_params, listing, world_size, local_size):
         print(f"data       {len(train):,} training / {len(val):,} validation images, "
               f"{len(train.classes)} classes, in {cfg.data.dir or train.root}"
               + (f" ({excluded} excluded)" if excluded else ""))
+    print_shuffle(cfg, listing, world_size, local_size)
     nodes = f" = {world_size // local_size:,} nodes x {local_size}" if local_size else ""
     print(f"ranks      {world_size:,}{nodes}; batch mode {cfg.batch.mode}"
           + (f", max {cfg.batch.max_local_batch} per rank" if cfg.batch.max_local_batch else ""))
@@ -127,6 +143,7 @@ def print_predictions(cfg, schedule, world_size, local_size, preset, gradient_ar
     """Predicted step, all-reduce and time-to-train from the scale model, per stage, then each
     assumption behind them on its own line. ``gradient_arrays``: the model's parameter arrays
     (all_reduce_callback's host checks); ``parameters``: its gradient elements."""
+    from scale_model import calibration
     from scale_model import model as simulate
     from scale_model.presets import PresetError
     grid = None if cfg.comm.grid == "auto" else tuple(map(int, cfg.comm.grid.split("x")))
@@ -165,6 +182,7 @@ def print_predictions(cfg, schedule, world_size, local_size, preset, gradient_ar
         return
     print(f"predicted  time to train {ttt['train_s']:.0f} s over {schedule.plan.epochs:g} epochs "
           f"(evaluation, start-up and data loading not modelled; README, \"Scale model\")")
+    print(f"band       {calibration.error_band()}")
     assumptions.insert(1, f"gradients {8 * bytes_per_param}-bit on the wire ({why_wire}): "
                           f"{bytes_per_param} B x {parameters:,} parameters = "
                           f"{bytes_per_param * parameters / 1e6:.1f} MB as one all-reduce "

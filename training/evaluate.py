@@ -18,11 +18,22 @@ def average_bn_statistics(comm, arrays):
         comm.all_reduce(arrays, average=True, full_precision=True)
 
 
-def evaluate(val_graph, loader, comm):
-    """(top-1, top-5, loss) over the validation set; padding rows never count."""
-    totals = np.zeros(4, np.float64)  # top-1 hits, top-5 hits, loss sum, images
+def batches(val_graph, loader, ctx=None):
+    """Put each validation batch into the graph's input; yields (labels, valid). With ``ctx``
+    (data.device=gpu) and a loader that can (DALI's), batches are written where DALI made
+    them, never copied to the host and back."""
+    if ctx is not None and hasattr(loader, "batches_into"):
+        yield from loader.batches_into(val_graph.image.data, ctx)
+        return
     for images, labels, valid in loader:
         val_graph.image.d = images
+        yield labels, valid
+
+
+def evaluate(val_graph, loader, comm, ctx=None):
+    """(top-1, top-5, loss) over the validation set; padding rows never count."""
+    totals = np.zeros(4, np.float64)  # top-1 hits, top-5 hits, loss sum, images
+    for labels, valid in batches(val_graph, loader, ctx):
         val_graph.logits.forward(clear_buffer=True)
         logits = val_graph.logits.d[:valid].astype(np.float64)
         labels = labels[:valid]

@@ -65,7 +65,8 @@ class Meters:
                       images_per_s=w["images"] / seconds,
                       data_wait_s=self.totals["data"],
                       data_wait_frac=(self.totals["data"] - w["data"]) / seconds,
-                      allreduce_s=self.totals["allreduce"] - w["allreduce"])
+                      allreduce_s=self.totals["allreduce"] - w["allreduce"],
+                      allreduce_frac=(self.totals["allreduce"] - w["allreduce"]) / seconds)
         self._epoch = self._window()
         return fields
 

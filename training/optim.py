@@ -138,6 +138,14 @@ class Optimizer:
         for s in self.solvers.values():
             s.scale_grad(factor)
 
+    def grads_probe(self, float_ctx):
+        """A callable giving one device scalar, finite iff every gradient is (see GradProbe):
+        one graph run per update instead of grads_finite's host sync per array."""
+        if getattr(self, "_probe", None) is None:
+            self._probe = GradProbe([p for g in self.groups.values() for p in g.values()],
+                                    float_ctx)
+        return self._probe
+
     def grads_finite(self):
         """False if any gradient holds inf or NaN (an FP16 overflow, or divergence)."""
         return not any(s.check_inf_or_nan_grad() for s in self.solvers.values())
@@ -158,3 +166,26 @@ class Optimizer:
     def set_states(self, states):
         for name, s in self.solvers.items():
             s.set_states(states[name])
+
+
+class GradProbe:
+    """The sum of every gradient, in float: finite iff all of them are (an inf or NaN anywhere
+    makes it inf or NaN; finite float16 values, or BN's float32 ones, cannot overflow float32
+    in a sum of 25M elements). One nnabla graph over Variables that share the parameters'
+    gradient arrays: an update costs one forward call and one scalar on the device, where
+    Solver.check_inf_or_nan_grad runs one reduction per parameter, each synchronising the
+    host (nnabla-ext-cuda mixed_precision_training.cuh:70-82). In the float context, as the
+    float solvers' own check was."""
+
+    def __init__(self, params, float_ctx):
+        terms = []
+        with nn.context_scope(float_ctx), nn.auto_forward(False):
+            for p in params:
+                v = nn.Variable(p.shape)
+                v.data = p.grad               # shares the gradient's array, no copy
+                terms.append(F.sum(v))
+            self.out = F.add_n(*terms) if len(terms) > 1 else terms[0]
+
+    def __call__(self):
+        self.out.forward(clear_no_need_grad=True)
+        return self.out.data

@@ -9,15 +9,22 @@ step, so they are not stored: a resumed run recomputes the same values.
 ``check_compatible`` decides before any work whether a checkpoint can continue this config:
 the model must be the same; the global batch schedule too (then another world size is fine).
 """
+import hashlib
 import os
-import shutil
 
 import numpy as np
 
 from . import checkpoint
+from . import output_dir as outdir
 from .config import to_dict
 
 CHECKPOINT_DIR = "checkpoints"
+# What a resume reads from a checkpoint's metadata (``make_meta`` and ``save`` write them).
+META_KEYS = ("step", "config", "world_size", "stream", "meters", "evals", "solver_counters")
+# The learning-rate schedule: a resume that changes it trains another experiment.
+SCHEDULE_KEYS = ("base_lr", "peak_lr", "lr_scaling", "warmup_epochs", "warmup_start_factor",
+                 "decay", "poly_power", "step_milestones", "step_gamma", "final_lr_factor",
+                 "end_lr")
 # Config sections that may differ on a resume without changing what is being trained.
 FREE_TO_CHANGE = ("comm", "data", "eval", "checkpoint")
 
@@ -39,19 +46,12 @@ def checkpoint_dir(output_dir):
     return os.path.join(output_dir, CHECKPOINT_DIR)
 
 
-def prepare_output_dir(output_dir, clear):
-    """Create the output dir and prove it writable; ``clear`` removes an earlier run's log,
-    summary and checkpoints (--overwrite), so a later --resume cannot pick up stale state."""
+def prepare_output_dir(output_dir, replace):
+    """Create the output dir and prove it writable; ``replace`` (--overwrite, or a --resume
+    with nothing to resume) first moves an earlier run's files aside, so a later --resume
+    cannot pick up stale state and nothing is lost. Returns where they went, or None."""
     try:
-        if clear:
-            stale = [n for n in (os.listdir(output_dir) if os.path.isdir(output_dir) else ())
-                     if n.startswith("param_digest.rank")]   # a run on more ranks left them
-            for name in ("log.jsonl", "summary.json", "mlperf.log", CHECKPOINT_DIR, *stale):
-                path = os.path.join(output_dir, name)
-                if os.path.isdir(path):
-                    shutil.rmtree(path)
-                elif os.path.exists(path):
-                    os.remove(path)
+        moved = outdir.move_aside(output_dir) if replace else None
         os.makedirs(output_dir, exist_ok=True)
         probe = os.path.join(output_dir, f".write-test-{os.getpid()}")
         with open(probe, "w") as f:
@@ -60,6 +60,7 @@ def prepare_output_dir(output_dir, clear):
     except OSError as e:
         raise ResumeError(f"cannot write to the output dir {output_dir} ({e.strerror}); "
                           "choose another --output-dir") from None
+    return moved
 
 
 def restore(resume, all_params, optimizer, schedule):
@@ -83,9 +84,16 @@ def save(output_dir, step, all_params, optimizer, meta, keep):
     return checkpoint.save(checkpoint_dir(output_dir), step, arrays, meta, keep=keep)
 
 
-def make_meta(cfg, world_size, loader_state, meters, evals, loss_scale=None):
+def data_identity(train_set):
+    """What says two runs train on the same data: the class list and the sample count."""
+    digest = hashlib.sha256("\n".join(train_set.classes).encode()).hexdigest()
+    return {"classes": len(train_set.classes), "classes_sha256": digest,
+            "train_images": len(train_set)}
+
+
+def make_meta(cfg, world_size, loader_state, meters, evals, loss_scale=None, data=None):
     return {"config": to_dict(cfg), "world_size": world_size, "stream": loader_state,
-            "meters": meters.state(), "evals": evals,
+            "meters": meters.state(), "evals": evals, "data": data,
             "loss_scale": None if loss_scale is None else [loss_scale.scale,
                                                            loss_scale.good_steps]}
 
@@ -97,12 +105,16 @@ def find(resume, output_dir, warn):
     if there is none, so every job of a chain runs the same command) or a file path.
     """
     if resume == "latest":
-        return checkpoint.load_latest(checkpoint_dir(output_dir), warn=warn)
+        try:
+            return checkpoint.load_latest(checkpoint_dir(output_dir), warn=warn,
+                                          required=META_KEYS)
+        except checkpoint.CheckpointError as e:
+            raise ResumeError(str(e)) from None
     if not os.path.isfile(resume):
         raise ResumeError(f"--resume {resume}: no such checkpoint file; pass --resume alone for "
                           f"the latest in {checkpoint_dir(output_dir)}")
     try:
-        arrays, meta = checkpoint.load(resume)
+        arrays, meta = checkpoint.load(resume, META_KEYS)
     except checkpoint.CheckpointError as e:
         raise ResumeError(f"{e}; pass an older file from {os.path.dirname(resume)}") from None
     return resume, arrays, meta
@@ -115,8 +127,10 @@ def _global_schedule(config):
     return [(s["until_epoch"], s["global_batch"]) for s in stages], config["train"]["epochs"]
 
 
-def check_compatible(meta, cfg, world_size):
-    """Raise ResumeError unless this config can continue the checkpointed run."""
+def check_compatible(meta, cfg, world_size, data=None, accept_changes=False):
+    """Raise ResumeError unless this config can continue the checkpointed run. Another data
+    set (class list, sample count), precision, world size or schedule is refused unless
+    ``accept_changes`` (--accept-changes); then returns what changed, one phrase each."""
     saved, now = meta["config"], to_dict(cfg)
     if saved["model"] != now["model"]:
         diff = [k for k in now["model"] if saved["model"].get(k) != now["model"][k]]
@@ -124,16 +138,42 @@ def check_compatible(meta, cfg, world_size):
                           f"{', '.join('model.' + k for k in diff)} differ): resume with the "
                           "model settings it was trained with, or start a new run in another "
                           "--output-dir")
-    (was, was_epochs), (will, will_epochs) = _global_schedule(saved), _global_schedule(now)
-    if was != will or was_epochs != will_epochs:
-        raise ResumeError(
-            f"the checkpoint's global batch schedule (until_epoch, batch) {was} over "
-            f"{was_epochs:g} epochs differs from this run's {will} over {will_epochs:g}: resume "
-            "with the same stages (another world size is fine when the batches divide it)")
+    changes = _identity_changes(meta, saved, now, world_size, data)
+    if changes and not accept_changes:
+        raise ResumeError(f"the checkpoint was trained with {'; '.join(changes)}: resume with "
+                          "what it was trained with, or add --accept-changes to continue "
+                          "anyway")
     if meta["stream"]["offset"] % world_size:
         raise ResumeError(
             f"the checkpoint stopped {meta['stream']['offset']} samples into an epoch, which "
             f"{world_size} ranks cannot split evenly: resume on {meta['world_size']} ranks")
+    return changes
+
+
+def _identity_changes(meta, saved, now, world_size, data):
+    """What makes a resumed run another experiment than the checkpointed one."""
+    changes = []
+    was, will = meta.get("data"), data
+    if was and will:
+        if was["classes_sha256"] != will["classes_sha256"]:
+            changes.append(f"another class list ({was['classes']} classes, now "
+                           f"{will['classes']})")
+        if was["train_images"] != will["train_images"]:
+            changes.append(f"another training set size ({was['train_images']:,} images, now "
+                           f"{will['train_images']:,})")
+    if saved.get("type_config") != now["type_config"]:
+        changes.append(f"type_config={saved.get('type_config')} (now {now['type_config']})")
+    if meta["world_size"] != world_size:
+        changes.append(f"{meta['world_size']} ranks (now {world_size})")
+    (stages, epochs), (new_stages, new_epochs) = _global_schedule(saved), _global_schedule(now)
+    if stages != new_stages or epochs != new_epochs:
+        changes.append(f"the global batch schedule (until_epoch, batch) {stages} over "
+                       f"{epochs:g} epochs (this run: {new_stages} over {new_epochs:g})")
+    rate = [f"optim.{k}" for k in SCHEDULE_KEYS
+            if saved.get("optim", {}).get(k) != now["optim"][k]]
+    if rate:
+        changes.append(f"another learning-rate schedule ({', '.join(rate)} differ)")
+    return changes
 
 
 def changed_settings(meta, cfg):

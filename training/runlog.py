@@ -16,7 +16,8 @@ guess whether a key is missing or just not measured::
     images_per_s training throughput of the whole job since the previous line
 
 Only rank 0 writes. Lines are flushed as they are written, so a crashed or running job
-leaves a readable partial log.
+leaves a readable partial log. With ``tensorboard`` the same lines also go to TensorBoard
+event files in OUTPUT_DIR/tb/ (training/tensorboard.py).
 """
 import json
 import math
@@ -35,16 +36,21 @@ def _clean(value):
 
 
 class RunLog:
-    def __init__(self, output_dir, enabled=True, thresholds=(), append=False, evals=()):
+    def __init__(self, output_dir, enabled=True, thresholds=(), append=False, evals=(),
+                 tensorboard=False):
         self.enabled = enabled
         self.path = os.path.join(output_dir, "log.jsonl")
         self.summary_path = os.path.join(output_dir, "summary.json")
         self.thresholds = sorted(thresholds)
         self.evals = [list(e) for e in evals]   # [epoch, step, elapsed_s, top1, top5]
         self._file = None
+        self._sinks = []
         if enabled:
             os.makedirs(output_dir, exist_ok=True)
             self._file = open(self.path, "a" if append else "w")
+            if tensorboard:
+                from .tensorboard import TensorBoardSink
+                self._sinks.append(TensorBoardSink(output_dir))
 
     def write(self, event, **fields):
         record = {k: None for k in CORE_KEYS}
@@ -54,8 +60,11 @@ class RunLog:
             self.evals.append([record["epoch"], record["step"], record["elapsed_s"],
                                record["val_top1"], record["val_top5"]])
         if self._file:
-            self._file.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+            cleaned = {k: _clean(v) for k, v in record.items()}
+            self._file.write(json.dumps(cleaned) + "\n")
             self._file.flush()
+            for sink in self._sinks:
+                sink.write(cleaned)
         return record
 
     def summary(self, **fields):
@@ -88,6 +97,8 @@ class RunLog:
         if self._file:
             self._file.close()
             self._file = None
+        for sink in self._sinks:
+            sink.close()
 
 
 def rewrite_lines(path, keep):

@@ -25,11 +25,4 @@
 : "${SGE_JOB_HOSTLIST:?is not set: submit this script with qsub -g GROUP (or try it here: bash jobs/try_locally.sh THIS_SCRIPT)}"
 JOB_ID=${JOB_ID:?is not set}
 scheduler_hosts() { cat "$SGE_JOB_HOSTLIST"; }
-{{module_block}}{{> environment.sh}}{{> hosts.sh}}
-# --- data: staging (optional, not done by default) ------------------------------------------
-# A copy of the data set on each node's local storage ($SGE_LOCALDIR) spares the shared file
-# system, e.g. one extraction per node before the launch below:
-#   "$MPIRUN" -np "$NODES" --map-by ppr:1:node --hostfile "$HOSTFILE" \
-#       tar -C "$SGE_LOCALDIR" -xf /groups/YOUR_GROUP/imagenet.tar
-# and render with --data-dir '$SGE_LOCALDIR/imagenet'.
-{{> launch.sh}}
+{{module_block}}{{> environment.sh}}{{> hosts.sh}}{{> stage.sh}}{{> launch.sh}}

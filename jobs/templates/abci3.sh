@@ -27,12 +27,4 @@
 cd "$PBS_O_WORKDIR"
 JOB_ID=$PBS_JOBID
 scheduler_hosts() { cat "$PBS_NODEFILE"; }
-{{module_block}}{{> environment.sh}}{{> hosts.sh}}
-# --- data: staging (optional, not done by default) ------------------------------------------
-# With many nodes, reading ImageNet's 1.28M files from the shared Lustre file system can limit
-# throughput. A copy on each node's local storage ($PBS_LOCALDIR) avoids that, e.g. one
-# extraction per node before the launch below:
-#   "$MPIRUN" -np "$NODES" --map-by ppr:1:node --hostfile "$HOSTFILE" \
-#       tar -C "$PBS_LOCALDIR" -xf /groups/YOUR_GROUP/imagenet.tar
-# and render with --data-dir '$PBS_LOCALDIR/imagenet'.
-{{> launch.sh}}
+{{module_block}}{{> environment.sh}}{{> hosts.sh}}{{> stage.sh}}{{> launch.sh}}

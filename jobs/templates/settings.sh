@@ -7,6 +7,7 @@ set -euo pipefail
 #                      "--set train.log_every_steps=10"
 #   JOB_NODES, JOB_GPUS_PER_NODE   the job's shape; must match the hosts the job was given
 #   JOB_DEVICE         gpu | cpu      JOB_OUTPUT_DIR   where the run is written
+#   JOB_DATA_DIR       the data set     JOB_STAGE        0: do not copy a packed set to local disk
 #   JOB_REHEARSE_GPU   1: run the GPU path on CPU ranks (the trainer's --rehearse-gpu)
 #   JOB_VENV           the Python environment (default REPO/.venv)
 #   JOB_MPIRUN         the MPI launcher (default: see "MPI launcher" below)
@@ -16,7 +17,7 @@ NP=$((NODES * GPUS_PER_NODE))
 REPO={{repo}}
 CONFIG={{config}}
 OUTPUT_DIR=${JOB_OUTPUT_DIR:-{{output_dir}}}
-DATA_DIR={{data_dir}}   # empty: the config's data.dir
+DATA_DIR=${JOB_DATA_DIR:-{{data_dir}}}   # empty: the config's data.dir
 # comm.grid, the 2D-torus shape "ranks per row x rows": one row per node, from the job's shape.
 # Empty when the config fixes it (jobs.render checked it against the shape).
 GRID={{grid}}

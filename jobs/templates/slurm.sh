@@ -21,4 +21,4 @@
 : "${SLURM_JOB_NODELIST:?is not set: submit this script with sbatch (or try it here: bash jobs/try_locally.sh THIS_SCRIPT)}"
 JOB_ID=${SLURM_JOB_ID:?is not set}
 scheduler_hosts() { scontrol show hostnames "$SLURM_JOB_NODELIST"; }
-{{module_block}}{{> environment.sh}}{{> hosts.sh}}{{> launch.sh}}
+{{module_block}}{{> environment.sh}}{{> hosts.sh}}{{> stage.sh}}{{> launch.sh}}

@@ -31,6 +31,12 @@ def nd(values, dtype=np.float32):
     return nn.NdArray.from_numpy_array(np.asarray(values, dtype))
 
 
+def host(a):
+    """The host's view of an array a collective wrote: after the device has run it."""
+    D.synchronize()
+    return a.data
+
+
 def raises(fn, kind, *words):
     try:
         fn()
@@ -63,7 +69,7 @@ def uninitialised_rejected(nc, r):
     raises(lambda: a.dtype, RuntimeError, "Array is not initialized")
     fresh = nn.NdArray((3,))
     nc.all_reduce([fresh])                        # cast: created as zeros, then summed
-    assert fresh.dtype == np.float32 and fresh.data.tolist() == [0, 0, 0], fresh.data
+    assert fresh.dtype == np.float32 and host(fresh).tolist() == [0, 0, 0], fresh.data
     import comm.nccl as N
     c = N.NcclCommunicator(None, "native", f"{nc.size}x1", timeout_s=0, nnabla_comm=nc)
     raises(lambda: c.all_reduce([a]), N.CommError, "never initialised", "from_numpy_array")
@@ -79,11 +85,11 @@ def fp16_rounding_in_a_half_communicator(nc, r):
     x = nd([1 + 2 ** -20, 2049 / 4])
     half.all_reduce([x])
     assert x.dtype == np.float16, x.dtype
-    assert x.data.tolist() == [4.0, 2048.0], x.data.tolist()   # 1+2^-20 -> 1; 512.25 -> 512
+    assert host(x).tolist() == [4.0, 2048.0], host(x).tolist()   # 1+2^-20 -> 1; 512.25 -> 512
     y = nd([1 + 2 ** -20, 2049 / 4])
     nc.all_reduce([y])
-    assert y.dtype == np.float32 and y.data.tolist() == [
-        float(np.float32(4 * (1 + 2 ** -20))), 2049.0], y.data.tolist()
+    assert y.dtype == np.float32 and host(y).tolist() == [
+        float(np.float32(4 * (1 + 2 ** -20))), 2049.0], host(y).tolist()
 
 
 @rule
@@ -93,7 +99,7 @@ def division_divides_by_the_group_size(nc, r):
     group = "pair0" if r < 2 else "pair1"
     nc.all_reduce([x], division=True, group=group)
     want = 1.5 if r < 2 else 3.5
-    assert x.data.tolist() == [want], (x.data.tolist(), want)
+    assert host(x).tolist() == [want], (host(x).tolist(), want)
 
 
 @rule
@@ -106,10 +112,10 @@ def reduce_in_place_with_a_group_refused(nc, r):
     assert "\n" not in message
     x = nd([r + 1.0])
     nc.reduce([x], 0, inplace=False, group=group)
-    assert x.data.tolist() == ([3.0] if r == 0 else [7.0] if r == 2 else [r + 1.0])
+    assert host(x).tolist() == ([3.0] if r == 0 else [7.0] if r == 2 else [r + 1.0])
     w = nd([1.0])
     nc.reduce([w], 0, inplace=True)
-    assert w.data.tolist() == ([4.0] if r == 0 else [1.0])
+    assert host(w).tolist() == ([4.0] if r == 0 else [1.0])
 
 
 @rule
@@ -119,13 +125,13 @@ def group_rank_numbering(nc, r):
     if r in (3, 1):
         x = nd([10.0 * r])
         nc.bcast([x], 0, group="back")
-        assert x.data.tolist() == [30.0], x.data.tolist()
+        assert host(x).tolist() == [30.0], host(x).tolist()
         y = nd([r])
         nc.reduce([y], 0, group="back")
-        assert y.data.tolist() == ([4.0] if r == 3 else [1.0]), y.data.tolist()
+        assert host(y).tolist() == ([4.0] if r == 3 else [1.0]), host(y).tolist()
         out = nd([0.0])
         nc.reduce_scatter([nd([r, 10.0 * r])], out, group="back")   # member i gets chunk i
-        assert out.data.tolist() == ([4.0] if r == 3 else [40.0]), out.data.tolist()
+        assert host(out).tolist() == ([4.0] if r == 3 else [40.0]), host(out).tolist()
     else:
         raises(lambda: nc.bcast([nd([0.0])], 0, group="back"), RuntimeError,
                f"self (rank={r}) is not included in back")
@@ -169,7 +175,7 @@ def zeroed_arrays_are_skipped(nc, r):
     else:
         b.zero()
     nc.all_reduce([b])
-    assert b.data.tolist() == [1.0, 2.0], b.data.tolist()
+    assert host(b).tolist() == [1.0, 2.0], host(b).tolist()
 
 
 @rule
@@ -179,7 +185,7 @@ def out_of_bounds_reduce_scatter_refused(nc, r):
            "out of bounds")
     out = nd([0.0])
     nc.reduce_scatter([nd([1.0, 2.0]), nd([3.0, 4.0])], out)      # 4 elements for 4 ranks
-    assert out.data.tolist() == [4.0 * (r + 1)], out.data.tolist()
+    assert host(out).tolist() == [4.0 * (r + 1)], host(out).tolist()
 
 
 @rule
@@ -248,6 +254,32 @@ def abort_from_a_thread_needs_thread_multiple(nc, r):
             while not os.path.exists(flag) and time.monotonic() < deadline:
                 time.sleep(0.01)
         nc.barrier()
+
+
+@rule
+def results_hidden_until_synchronize(nc, r):
+    """The real collectives only enqueue (.cu:738-758: ncclAllReduce on a stream, then
+    return): a host read before the device is synchronised reads NaN here (on a GPU it
+    would stall the host). Later collectives see earlier results (one device, in order)."""
+    x = nd([r + 1.0, 1.0])
+    nc.all_reduce([x])
+    early = x.data.tolist()
+    assert all(np.isnan(early)), early
+    nc.all_reduce([x])                         # sees the first sum: program order
+    assert host(x).tolist() == [40.0, 16.0], x.data.tolist()
+    assert x.data.tolist() == [40.0, 16.0]     # stays visible
+
+
+@rule
+def every_listed_array_is_checked_on_the_host(nc, r):
+    """all_reduce(list): one blocking host MPI_Allreduce per array, whether it is zeroed
+    (get_modified_arrays, .cu:335-346 out of place; mpi_check_all, .cu:743 in place), and
+    one collective call for the whole list."""
+    arrays = [nd([1.0]), nd([2.0, 3.0]), nd([4.0])]
+    checks, calls = nc.host_checks, nc.calls
+    nc.all_reduce(arrays, division=True, inplace=False)
+    assert nc.host_checks - checks == 3 and nc.calls - calls == 1, (nc.host_checks, nc.calls)
+    assert [host(a).tolist() for a in arrays] == [[1.0], [2.0, 3.0], [4.0]]
 
 
 def main():

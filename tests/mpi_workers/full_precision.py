@@ -79,9 +79,10 @@ def check_all(c, on_device):
 
     def exchange_loss():
         x = Exchange(c, {})
-        loss, stop = x(10000.1 + r * 1e-3, r == 2)
+        mine = nn.NdArray.from_numpy_array(np.array([10000.1 + r * 1e-3]))  # as LossSum's
+        loss, stop, finite = x(mine, r == 2)
         assert loss == np.mean([10000.1 + q * 1e-3 for q in range(n)]), loss
-        assert stop is True
+        assert stop is True and finite is True
 
     for name, fn in [("counts_above_2048", counts_above_2048), ("step_check", step_check),
                      ("weight_broadcast", weight_broadcast), ("bn_statistics", bn_statistics),

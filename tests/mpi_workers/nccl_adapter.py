@@ -55,7 +55,8 @@ def main():
             for bucket_mb in (4.0, 256 / 2 ** 20) if alg == "torus2d" else (4.0,):
                 rec = Recorder(ctx)
                 c = NcclCommunicator(ctx, alg, grid, bucket_mb=bucket_mb, timeout_s=60,
-                                     communicator_factory=lambda _, r=rec: r)
+                                     communicator_factory=lambda _, r=rec: r,
+                                     synchronize=rehearsal.synchronize)
                 world = world or MPI.COMM_WORLD
                 n = c.size
                 x, y = map(int, grid.split("x"))

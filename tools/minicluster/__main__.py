@@ -48,6 +48,8 @@ def parse_args(argv):
     st = verbs.add_parser("status", parents=[common], help="nodes, links, rates, counters")
     st.add_argument("--json", action="store_true")
     st.add_argument("--hosts", action="store_true", help="only the node names, one a line")
+    st.add_argument("--local-dir", action="store_true",
+                    help="only the path where each node sees its own local disk ($LOCAL_DIR)")
     verbs.add_parser("down", parents=[common], help="remove the cluster and any leftovers")
     rs = verbs.add_parser("reshape", parents=[common], help="change every link's rate")
     rs.add_argument("--rate", required=True)
@@ -111,6 +113,9 @@ def main(argv=None):
         if args.verb == "status":
             if args.hosts:
                 print("\n".join(c.layout.node_names))
+                return 0
+            if args.local_dir:
+                print(c.local_dir)
                 return 0
             s = c.status()
             print(json.dumps(s, indent=1)) if args.json else print_status(s)

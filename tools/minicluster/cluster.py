@@ -109,6 +109,15 @@ class Cluster:
 
     # --- running jobs -------------------------------------------------------------------------
     @property
+    def local_dir(self):
+        """The path of every node's own local directory (a private bind mount per node)."""
+        return launch.local_dir(self.state_dir)
+
+    def node_dir(self, node):
+        """Where node ``node``'s local directory lives on this machine (for checks)."""
+        return os.path.join(self.state_dir, "nodes", self.layout.node(self.layout.node_index(node)))
+
+    @property
     def agent(self):
         return os.path.join(self.state_dir, "agent")
 
@@ -208,7 +217,8 @@ class Cluster:
                               "tx_bytes": stats.get("tx", {}).get("bytes"),
                               "rx_bytes": stats.get("rx", {}).get("bytes")})
             nodes.append({"node": node, "rails": rails, "processes": len(network.pids(node))})
-        return {"name": L.name, "state_dir": self.state_dir, "rate": L.rate,
+        return {"name": L.name, "state_dir": self.state_dir, "local_dir": self.local_dir,
+                "rate": L.rate,
                 "subnets": L.subnets, "head": {"namespace": L.head,
                                                "address": L.address("head", 0),
                                                "processes": len(network.pids(L.head))},

@@ -53,8 +53,14 @@ export TMPDIR=$tmp/$ns.$$
 shm=$shm/minicluster.$ns.$$
 mkdir -p "$TMPDIR" "$shm"
 export OMPI_MCA_btl_sm_backing_directory="$shm" OMPI_MCA_shmem_mmap_backing_file_base_dir="$shm"
+# The node's local disk: {state_dir}/nodes/NODE, kept for the cluster's life, seen by the
+# node's processes at LOCAL_DIR (the same path on every node, each with its own contents)
+# through a bind mount in the daemon's own mount namespace: it vanishes with the daemon.
+export LOCAL_DIR={state_dir}/local MINICLUSTER_NODE_DIR={state_dir}/nodes/$ns
+mkdir -p "$LOCAL_DIR" "$MINICLUSTER_NODE_DIR"
 exec setpriv --pdeathsig KILL ip netns exec "$ns" unshare --uts --pid --fork --kill-child \\
-    sh -c 'hostname "$0" && sh -c "$1"; status=$?; rm -rf "$TMPDIR" "$2"; exit $status' \\
+    --mount --propagation private \\
+    sh -c 'hostname "$0" && mount --bind "$MINICLUSTER_NODE_DIR" "$LOCAL_DIR" && sh -c "$1"; status=$?; rm -rf "$TMPDIR" "$2"; exit $status' \\
     "$ns" "$*" "$shm"
 """
 
@@ -66,6 +72,11 @@ def agent_script(layout: Layout, state_dir):
         cases.append(f"    {'|'.join(names)}) ns={node} ;;")
     return AGENT.format(name=layout.name, cases="\n".join(cases), first=layout.node(1),
                         last=layout.node(layout.nodes), state_dir=shlex.quote(state_dir))
+
+
+def local_dir(state_dir):
+    """Where every node sees its own local disk (jobs get it as $LOCAL_DIR)."""
+    return os.path.join(state_dir, "local")
 
 
 def hostfile_text(layout: Layout, ranks_per_node, nodes=None):

@@ -3,6 +3,11 @@
     python -m tools.report runs/demo
     python -m tools.report runs/ring runs/torus --out reports/ring-vs-torus --thresholds 0.75
     python -m tools.report runs/demo --paper          # also print the paper's comparison rows
+    python -m tools.report runs/demo tests/golden/mlperf/training_results_v2.0/NVIDIA/results/dgxa100_ngc22.04_mxnet/resnet/result_0.txt
+
+A file among the arguments is a published MLPerf Training result (result_N.txt of
+mlcommons/training_results_v*, :::MLLOG or v0.6 :::MLL lines), shown beside the runs in the
+same tables and plots (tools/report/published.py).
 
 Prints a per-run table and the paper-style comparison, and writes into --out (default:
 RUN_DIR/report for one run, <common parent>/report-<a>-vs-<b> for several): report.md,
@@ -25,8 +30,9 @@ def parse_args(argv):
                                 description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n", 2)[2])
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                   help="output directories of train_resnet50.py (each holds log.jsonl)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR|RESULT_FILE",
+                   help="output directories of train_resnet50.py (each holds log.jsonl), or "
+                        "published MLPerf result files")
     p.add_argument("--out", help="where to write report.md, plots and series")
     p.add_argument("--thresholds", metavar="T1,T2,...",
                    help="top-1 fractions to time, e.g. 0.75,0.9 (default: the runs' "

@@ -12,7 +12,10 @@ Definitions (the report's "How the numbers are computed" section repeats them):
   fewest ranks), shown when the runs do not all have the same number of ranks;
 - MLPerf time-to-train: run_stop - run_start in mlperf.log (wall clock, so across resumes it
   includes the time between jobs); MLPerf time to target: run_start to the first
-  eval_accuracy at or above mlperf.target_top1 (where an MLPerf run would have stopped).
+  eval_accuracy at or above mlperf.target_top1 (where an MLPerf run would have stopped);
+  epochs to target: the epoch of that evaluation (from the run's own eval lines);
+- images/s per accelerator: images/s over the ranks (accelerators) of a run of one size;
+- published MLPerf result files are read into the same lines (tools/report/published.py).
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -48,6 +51,14 @@ class Metrics:
     efficiency: Optional[float] = None
     efficiency_baseline: Optional[str] = None
     mlperf: Optional[dict] = None      # {"ttt_s", "status", "to_target_s", "target"} or None
+    epochs_to_target: Optional[float] = None   # epoch of the first eval >= the MLPerf target
+    unit: str = "rank"                 # what world_sizes count: ranks, or a result's accelerators
+
+    @property
+    def images_per_s_each(self):
+        if self.images_per_s is None or len(self.world_sizes) != 1:
+            return None
+        return self.images_per_s / self.world_sizes[0]
 
 
 def windows(run, kind):
@@ -128,6 +139,8 @@ def world_sizes(run):
 
 
 def library(run, sizes):
+    if run.published:
+        return run.published["library"]
     version = run.start.get("nnabla")
     text = f"nnabla {version}" if version else "nnabla (version not logged)"
     comm = run.section("comm")
@@ -178,6 +191,8 @@ def compute(run, thresholds):
 
     rows = per_epoch_timing(run)
     sizes = world_sizes(run)
+    target = run.section("mlperf").get("target_top1", MLPERF_TARGET)
+    at_target = next((r for r in evals if r["val_top1"] >= target), None)
     return Metrics(
         name=run.name, completed=run.completed, resumes=run.resumes,
         epochs=last("epoch"), steps=last("step"),
@@ -190,13 +205,17 @@ def compute(run, thresholds):
         time_to=time_to, images_per_s=images_per_s,
         allreduce_share=_share(rows, "allreduce_s"), data_wait_share=_share(rows, "data_wait_s"),
         world_sizes=sizes, batch_schedule=batch_schedule(run),
-        device=str(run.config.get("device") or "cpu").upper(), library=library(run, sizes),
-        data_backend=run.section("data").get("backend"), mlperf=mlperf_times(run))
+        device=run.config["device"] if run.published else
+        str(run.config.get("device") or "cpu").upper(), library=library(run, sizes),
+        data_backend=run.section("data").get("backend"), mlperf=mlperf_times(run),
+        epochs_to_target=at_target["epoch"] if at_target else None,
+        unit="accelerator" if run.published else "rank")
 
 
 def add_scaling_efficiency(metrics):
     """Fill ``efficiency`` when the runs have different numbers of ranks (else leave None)."""
-    usable = [m for m in metrics if len(m.world_sizes) == 1 and m.images_per_s]
+    usable = [m for m in metrics if len(m.world_sizes) == 1 and m.images_per_s
+              and m.unit == "rank"]     # this project's runs, not published results
     if len({m.world_sizes[0] for m in usable}) < 2:
         return False
     base = min(usable, key=lambda m: m.world_sizes[0])     # first of the smallest

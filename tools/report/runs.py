@@ -39,6 +39,7 @@ class Run:
     summary: Optional[dict] = None       # only when the log has an "end" line (else stale)
     resumes: int = 0
     mlperf: Optional[list] = None        # mlperf.log's lines (mlp_parser LogLines), if any
+    published: Optional[dict] = None     # a published MLPerf result file (published.py)
 
     def events(self, *kinds):
         return [r for r in self.records if r["event"] in kinds]
@@ -177,5 +178,15 @@ def unique_names(paths):
 
 
 def load_runs(paths):
-    """All runs, or a ReportError for the first one that cannot be read (before any work)."""
-    return [load_run(p, n) for p, n in zip(paths, unique_names(paths))]
+    """All runs, or a ReportError for the first one that cannot be read (before any work).
+    A file is a published MLPerf result (tools/report/published.py), a directory a run."""
+    from .published import load_published
+    dirs = [p for p in paths if not os.path.isfile(p)]
+    dir_names = iter(unique_names(dirs) if dirs else [])
+    runs = [load_published(p) if os.path.isfile(p) else load_run(p, next(dir_names))
+            for p in paths]
+    names = [r.name for r in runs]
+    for r in runs:       # two result files of one system: tell them apart by file name
+        if r.published and names.count(r.name) > 1:
+            r.name += " " + os.path.splitext(os.path.basename(r.path))[0]
+    return runs

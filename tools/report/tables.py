@@ -48,7 +48,7 @@ def schedule(m):
 def processors(m):
     if not m.world_sizes:
         return NA
-    return "→".join(str(s) for s in m.world_sizes) + f" × {m.device} rank"
+    return "→".join(str(s) for s in m.world_sizes) + f" × {m.device} {m.unit}"
 
 
 def reached(m, t):
@@ -77,6 +77,12 @@ def mlperf_to_target(m):
     return f"{fmt_seconds(m.mlperf['to_target_s'])} (top-1 ≥ {fmt_threshold(m.mlperf['target'])})"
 
 
+def epochs_to_target(m):
+    if m.epochs_to_target is None:
+        return "not reached" if m.completed else "not reached yet"
+    return fmt_epoch(m.epochs_to_target)
+
+
 def per_run_table(metrics, thresholds, show_efficiency):
     """Metrics as rows, runs as columns: reads well for the handful of runs one compares."""
     rows = [
@@ -89,6 +95,7 @@ def per_run_table(metrics, thresholds, show_efficiency):
         ("wall time", [fmt_seconds(m.wall_s) for m in metrics]),
         ("MLPerf time-to-train", [mlperf_ttt(m) for m in metrics]),
         ("MLPerf time to target", [mlperf_to_target(m) for m in metrics]),
+        ("MLPerf epochs to target", [epochs_to_target(m) for m in metrics]),
         ("top-1 final", [fmt_pct(m.final_top1) for m in metrics]),
         ("top-1 best", [NA if m.best_top1 is None else
                         f"{fmt_pct(m.best_top1)} (epoch {fmt_epoch(m.best_top1_epoch)})"
@@ -99,6 +106,7 @@ def per_run_table(metrics, thresholds, show_efficiency):
     rows += [(f"time to top-1 ≥ {fmt_threshold(t)}", [reached(m, t) for m in metrics])
              for t in thresholds]
     rows.append(("images/s", [fmt_rate(m.images_per_s) for m in metrics]))
+    rows.append(("images/s per accelerator", [fmt_rate(m.images_per_s_each) for m in metrics]))
     if show_efficiency:
         rows.append(("scaling efficiency", [fmt_pct(m.efficiency, 1) for m in metrics]))
     rows += [("all-reduce share", [fmt_pct(m.allreduce_share, 1) for m in metrics]),
