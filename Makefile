@@ -78,7 +78,7 @@ dry-run-lars: setup
 	$(PY) train_resnet50.py --config configs/mlperf_lars_67k.yaml --dry-run --world-size 2176 --local-size 4
 	$(PY) train_resnet50.py --config configs/paper_224s_lars.yaml --dry-run --world-size 2176 --local-size 4
 
-# README "Batch-size control": constant small, constant large and small -> large batches on the
+# docs/results.md, "Batch-size control on the toy set": constant small, constant large and small -> large batches on the
 # toy set, three seeds each (EXPERIMENT_ARGS=--help lists the knobs).
 EXPERIMENT_ARGS ?=
 experiment-batch-control: toy-data
@@ -135,11 +135,11 @@ sim-calibrate: setup
 	    -np $$n $(PY) tools/sim_mpi_probe.py --out $(SIM_JSON) || exit 1; done; fi
 	$(PY) -m tools.simulate fit $(SIM_JSON) --fit-algorithm ring --fit-ranks 4
 
-# GPU owners: a few minutes of real GPU work, a verdict per item (README "GPU").
+# GPU owners: a few minutes of real GPU work, a verdict per item (docs/gpu.md).
 gpu-selfcheck: setup
 	bash tools/gpu_selfcheck.sh
 
-# The emulated cluster (README "An emulated cluster"; needs root). MINICLUSTER_NAME picks
+# The emulated cluster (docs/emulated_cluster.md; needs root). MINICLUSTER_NAME picks
 # another cluster than the default "mc".
 CLUSTER_NODES ?= 4
 CLUSTER_RAILS ?= 2
