@@ -13,13 +13,14 @@ BENCH_COMM_ARGS ?= --check --json runs/bench_comm.jsonl
 # --bind-to none: a rank's decoding threads may use any core, not the one it was bound to
 MPIRUN := $(VENV)/bin/mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
-.PHONY: setup toy-data train report dry-run dry-run-paper dry-run-lars test test-fast golden-update \
+.PHONY: setup toy-data quick train report dry-run dry-run-paper dry-run-lars test test-fast golden-update \
 	test-other-python bench bench-comm bench-data bench-data-scale clean help simulate sim-calibrate \
 	gpu-selfcheck experiment-batch-control cluster-up cluster-down cluster-train cluster-bench
 
 help:
 	@echo "make train     set up, write the toy data set, train $(CONFIG) on NP=$(NP) ranks (GRID=$(GRID)) into $(OUT)"
 	@echo "make test      set up and run the test suite"
+	@echo "make quick     a first run in under a minute: 3 epochs on 2 ranks into runs/quick"
 	@echo "make test-fast the in-process tests only (no mpirun, root or training; tests/README.md)"
 	@echo "make golden-update  rewrite the stored loss curve after a deliberate numerics change"
 	@echo "make test-other-python VENV=.venv39 PYTHON=.../python3.9  CI's subset on another Python"
@@ -54,6 +55,11 @@ toy-data: setup
 	@$(TOY_GUARD); if [ ! -f "$(TOY)/.complete" ]; then \
 	  rm -rf "$(TOY)" && $(PY) -m data.toy_imagenet "$(TOY)" && touch "$(TOY)/.complete"; fi
 
+# A first run in under a minute: make train's recipe cut to 3 epochs on 2 ranks (configs/cpu_quick.yaml).
+quick: toy-data
+	$(MPIRUN) -np 2 $(PY) train_resnet50.py --config configs/cpu_quick.yaml --data-dir $(TOY) \
+	  --output-dir runs/quick --overwrite --set comm.grid=1x2
+
 train: toy-data
 	$(MPIRUN) -np $(NP) $(PY) train_resnet50.py --config $(CONFIG) --data-dir $(TOY) \
 	  --output-dir $(OUT) --overwrite --set comm.grid=$(GRID)
@@ -72,7 +78,7 @@ dry-run-lars: setup
 	$(PY) train_resnet50.py --config configs/mlperf_lars_67k.yaml --dry-run --world-size 2176 --local-size 4
 	$(PY) train_resnet50.py --config configs/paper_224s_lars.yaml --dry-run --world-size 2176 --local-size 4
 
-# README "Batch-size control": constant small, constant large and small -> large batches on the
+# docs/results.md, "Batch-size control on the toy set": constant small, constant large and small -> large batches on the
 # toy set, three seeds each (EXPERIMENT_ARGS=--help lists the knobs).
 EXPERIMENT_ARGS ?=
 experiment-batch-control: toy-data
@@ -129,11 +135,11 @@ sim-calibrate: setup
 	    -np $$n $(PY) tools/sim_mpi_probe.py --out $(SIM_JSON) || exit 1; done; fi
 	$(PY) -m tools.simulate fit $(SIM_JSON) --fit-algorithm ring --fit-ranks 4
 
-# GPU owners: a few minutes of real GPU work, a verdict per item (README "GPU").
+# GPU owners: a few minutes of real GPU work, a verdict per item (docs/gpu.md).
 gpu-selfcheck: setup
 	bash tools/gpu_selfcheck.sh
 
-# The emulated cluster (README "An emulated cluster"; needs root). MINICLUSTER_NAME picks
+# The emulated cluster (docs/emulated_cluster.md; needs root). MINICLUSTER_NAME picks
 # another cluster than the default "mc".
 CLUSTER_NODES ?= 4
 CLUSTER_RAILS ?= 2

@@ -4,7 +4,7 @@ One all_reduce call: the arrays are cut into buckets (plan.bucket_layout); each 
 packed into one persistent flat buffer (cast to the wire dtype, pre-divided by N when
 averaging), reduced by the algorithm's phases, and unpacked. Buckets run one after another
 through a buffer of ``bucket_mb``: on a CPU that keeps the working set in cache, which measured
-faster than one big buffer or a non-blocking pipeline (README, "comm/").
+faster than one big buffer or a non-blocking pipeline (docs/comm.md).
 
 float16 on the wire: MPI has no half-precision type or sum, so 16-bit buffers travel as
 MPI_UINT16_T and are reduced by a user-defined commutative MPI op (numpy adds the float16
@@ -122,7 +122,7 @@ class MpiCommunicator(BucketedCommunicator):
         made torus2d 1.47x faster than MPI_Allreduce in the column (299 against 438 ms on
         ResNet-50's list; han/tuned are not a bandwidth-optimal ring there); inside one node
         MPI_Allreduce stays faster
-        (README, "comm/"). The same answer on every rank: the column's node count is agreed."""
+        (docs/comm.md). The same answer on every rank: the column's node count is agreed."""
         if self.algorithm != "torus2d" or self.grid[1] == 1 or column_phase == "allreduce":
             return False
         if column_phase == "ring":

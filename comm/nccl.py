@@ -4,7 +4,7 @@ NOT VERIFIED ON A GPU. This project has no GPU; the adapter is written against n
 1.39.0 and nnabla-ext-cuda 1.39.0's source and kept thin: grid, groups and buckets come from
 comm/plan.py, which the MPI backend runs and the tests check. It is rehearsed on CPU ranks
 against rehearsal/'s double of nnabla's communicator, which enforces the real one's rules
-(README "GPU"); nnabla's NCCL communicator itself has not run here.
+(docs/gpu.md); nnabla's NCCL communicator itself has not run here.
 
 Facts it relies on (multi_process_data_parallel_communicator.cu, ".cu" below):
   - ``new_group((name, ranks))`` is called on every rank for every group, in the same order;

@@ -220,7 +220,7 @@ def warn(message):
     print(f"warning: {message}", file=sys.stderr)
 
 
-# Each scheduler's node-local directory for a job (README "Running on clusters"; ABCI's guide)
+# Each scheduler's node-local directory for a job (docs/clusters.md; ABCI's guide)
 LOCAL_DIR = {"pbs": "$PBS_LOCALDIR", "sge": "$SGE_LOCALDIR",
              "slurm": "${SLURM_TMPDIR:-${TMPDIR:-}}", "none": ""}
 

@@ -14,7 +14,7 @@
 #     after the job's own; float, so FP16's ~100x CPU slowdown stays out: add
 #     -- --set type_config=half to rehearse FP16 too);
 #   - a GPU job rehearses its GPU path on CPU ranks (JOB_REHEARSE_GPU=1: the trainer's
-#     --rehearse-gpu, README "GPU"); a CPU job runs as it is (JOB_DEVICE=cpu).
+#     --rehearse-gpu, docs/gpu.md); a CPU job runs as it is (JOB_DEVICE=cpu).
 #
 # Options:
 #   --nodes N            made-up nodes (default: 2, or fewer if the job has fewer)

@@ -8,7 +8,7 @@ resume. Two things stand in for what needs a GPU:
   - nnabla's CPU contexts for cudnn's (``cpu:half`` for ``type_config=half``: FP16
     arithmetic, ~100x slower than float on a CPU);
   - ``rehearsal.communicator``'s double of nnabla's MultiProcessDataParallelCommunicator,
-    over mpi4py, as strict as the real one (README "GPU").
+    over mpi4py, as strict as the real one (docs/gpu.md).
 
 What cannot be rehearsed is said once, in the run's first lines (``NOT_REHEARSED``).
 """

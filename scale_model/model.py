@@ -56,7 +56,7 @@ import numpy as np
 
 from .presets import PresetError, get_preset
 
-RESNET50_PARAMETERS = 25_557_032      # our models/resnet.py (README), = torchvision's count
+RESNET50_PARAMETERS = 25_557_032      # our models/resnet.py (tests/test_model.py), = torchvision's count
 IMAGENET_TRAIN_IMAGES = 1_281_167
 IMAGENET_VAL_IMAGES = 50_000
 ALGORITHMS = ("ring", "torus2d", "hierarchical", "nccl_tree")

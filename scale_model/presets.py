@@ -9,7 +9,7 @@ Each numeric field is a ``Sourced(value, status, source)``. ``status`` says how 
                tools.simulate validate``); tests/test_scale_validation.py refits and compares
     assumed    our choice where no source was found; change it if you know better
 
-The README's "Scale model" section prints this table with ``python -m tools.simulate presets``.
+docs/scale_model.md prints this table with ``python -m tools.simulate presets``.
 Only numpy/stdlib: train_resnet50.py --dry-run imports this through scale_model.
 """
 from dataclasses import dataclass, fields
@@ -312,7 +312,7 @@ def get_preset(name):
 
 
 def markdown_table(names=None):
-    """The presets as a Markdown table (value, status, source) for the README."""
+    """The presets as a Markdown table (value, status, source) for docs/scale_model.md."""
     names = list(names or PRESETS)
     presets = [get_preset(n) for n in names]
     lines = ["| field | " + " | ".join(names) + " | status | source |",

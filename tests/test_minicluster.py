@@ -222,7 +222,7 @@ def test_reshape_and_link_change_every_link_and_come_back(cluster):
 @pytest.mark.root
 def test_run_exits_with_the_status_of_the_command(cluster):
     # An MPI program: one that exits at once (`true`) can hang Open MPI 5.0.11's mpirun, a
-    # launch race in PRRTE (README, "An emulated cluster").
+    # launch race in PRRTE (docs/emulated_cluster.md).
     exit7 = "import sys; from mpi4py import MPI; sys.exit(7 if MPI.COMM_WORLD.rank == 5 else 0)"
     r = cli(cluster, "run", "--", sys.executable, "-c", exit7)
     assert r.returncode == 7, r.stderr[-2000:]           # rank 5, on node 3

@@ -1,6 +1,6 @@
 """GPU=1 make setup's decision about the CUDA 12 runtime, read from its dry run (nothing is
 installed, nothing is downloaded): a site's CUDA is kept, a machine without one gets the
-runtime wheels from PyPI. (Installing and loading them needs a GPU machine: README "GPU".)"""
+runtime wheels from PyPI. (Installing and loading them needs a GPU machine: docs/gpu.md.)"""
 import os
 import subprocess
 

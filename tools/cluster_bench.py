@@ -1,4 +1,4 @@
-"""comm/'s all-reduce benchmark across an emulated cluster (needs root; README "comm/").
+"""comm/'s all-reduce benchmark across an emulated cluster (needs root; docs/results.md).
 
     python -m tools.cluster_bench                        # make cluster-bench: 4 nodes x 2, 2 rails
     python -m tools.cluster_bench --nodes 2 --ranks-per-node 4 --json runs/cb_2x4.jsonl

@@ -9,7 +9,7 @@
 #
 # On a machine without a GPU (no nnabla_ext.cuda, or no CUDA device; REHEARSE=1 forces it) it
 # rehearses the GPU path on CPU ranks instead (train_resnet50.py / bench_comm.py --rehearse-gpu,
-# README "GPU") and reports those items as REHEARSED: checked against a double of nnabla's
+# docs/gpu.md) and reports those items as REHEARSED: checked against a double of nnabla's
 # NCCL communicator, NOT verified on a GPU.
 #
 # Items (PASS / FAIL / SKIP, one line each; exit status 1 if any FAIL):

@@ -1,5 +1,5 @@
 
-# --- the Python environment: made once on the login node (README, "Running on clusters") ---
+# --- the Python environment: made once on the login node (docs/clusters.md, "Setup on the login node") ---
 VENV=${JOB_VENV:-$REPO/.venv}
 PYTHON=$VENV/bin/python
 [ -x "$PYTHON" ] || die "no Python environment at $VENV; on the login node run: cd $REPO && {{setup_hint}}"

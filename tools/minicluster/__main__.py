@@ -10,7 +10,7 @@
 
 Every verb takes --name NAME (default $MINICLUSTER_NAME or "mc"); the state lives in
 $MINICLUSTER_STATE_DIR/NAME (default /run/minicluster/NAME). Needs root. `run` and `mpirun`
-exit with the job's status. What it is and is not: README, "An emulated cluster".
+exit with the job's status. What it is and is not: docs/emulated_cluster.md.
 """
 import argparse
 import json

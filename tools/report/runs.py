@@ -1,4 +1,4 @@
-"""Reading one run directory: log.jsonl, summary.json and config.yaml (README, "Logs").
+"""Reading one run directory: log.jsonl, summary.json and config.yaml (docs/training.md, "Logs").
 
 The reader is lenient about what it does not know and strict about what it cannot read:
 unknown events and keys are kept and ignored, a missing optional key means "not measured",
