@@ -9,7 +9,7 @@
 
 The run writes OUTPUT_DIR/config.yaml (the resolved config), log.jsonl (one JSON object per
 event), mlperf.log (MLPerf's :::MLLOG format), summary.json, checkpoints/step-*.npz and
-final_params.h5. README: "Logs", "Resume".
+final_params.h5. docs/training.md: "Logs", "Training on several ranks, resuming".
 """
 import os
 import sys
@@ -66,8 +66,8 @@ def parse_args(argv):
                         "with 8)")
     p.add_argument("--rehearse-gpu", action="store_true",
                    help="run the GPU path (device=gpu) on CPU ranks: nnabla's CPU contexts for "
-                        "cudnn's, rehearsal/'s double of nnabla's NCCL communicator (README "
-                        "\"GPU\"); for machines without a GPU")
+                        "cudnn's, rehearsal/'s double of nnabla's NCCL communicator "
+                        "(docs/gpu.md); for machines without a GPU")
     p.add_argument("--param-digest", action="store_true",
                    help="every rank writes OUTPUT_DIR/param_digest.rank<R> at the end: sha256 of "
                         "the trained parameters and of the BN statistics, one line each "

@@ -45,7 +45,7 @@ class DataConfig:
     dir: Optional[str] = None              # ImageNet layout: DIR/train/<class>/*, DIR/val/<class>/*
     format: str = "auto"                   # auto | folder | packed (python -m data.prepare_imagenet)
     shuffle: str = "global"                # global: one permutation of all; node: each node its shards
-    backend: str = "dali"                  # dali | pil | synthetic (README "Data")
+    backend: str = "dali"                  # dali | pil | synthetic (docs/data.md)
     device: str = "cpu"                    # dali decoding: cpu | gpu (mixed, on the local rank's GPU)
     image_size: int = 224                  # training crop and validation crop, in pixels
     val_resize_ratio: float = 256 / 224    # validation: shorter side = image_size * ratio
@@ -128,14 +128,14 @@ class MLPerfConfig:
 
 @dataclass
 class CommConfig:
-    """Gradient all-reduce across ranks (comm/; README "comm/")."""
+    """Gradient all-reduce across ranks (comm/; docs/comm.md)."""
     algorithm: str = "torus2d"             # torus2d | ring | hierarchical | native
     grid: str = "auto"                     # auto: X = ranks per node, Y = nodes; or "XxY"
     bucket_mb: float = 4.0                 # arrays are fused into flat buckets of this size
     wire_dtype: Optional[str] = None       # null: as stored | float16 | float32 on the wire
     timeout_s: float = 300.0               # watchdog: abort if a collective waits longer; 0 off
     column_phase: str = "auto"             # torus2d on MPI: ring where columns span nodes, else
-    #   MPI_Allreduce (auto) | ring | allreduce  (README "comm/": measured across nodes)
+    #   MPI_Allreduce (auto) | ring | allreduce  (docs/comm.md; measured in docs/results.md)
     backward_callback: bool = False        # native on NCCL: nnabla's all_reduce_callback during
     #   backward (not measured on a GPU; a blocking host MPI_Allreduce per gradient)
 

@@ -181,7 +181,7 @@ def print_predictions(cfg, schedule, world_size, local_size, preset, gradient_ar
         print(f"predicted  not available: {e}")
         return
     print(f"predicted  time to train {ttt['train_s']:.0f} s over {schedule.plan.epochs:g} epochs "
-          f"(evaluation, start-up and data loading not modelled; README, \"Scale model\")")
+          f"(evaluation, start-up and data loading not modelled; docs/scale_model.md)")
     print(f"band       {calibration.error_band()}")
     assumptions.insert(1, f"gradients {8 * bytes_per_param}-bit on the wire ({why_wire}): "
                           f"{bytes_per_param} B x {parameters:,} parameters = "

@@ -21,7 +21,7 @@ import platform
 import threading
 import time
 
-# What this trainer writes into an output directory (README "Logs"); --overwrite moves these.
+# What this trainer writes into an output directory (docs/training.md, "Logs"); --overwrite moves these.
 RUN_FILES = ("log.jsonl", "summary.json", "mlperf.log", "config.yaml", "final_params.h5",
              "checkpoints", "tb")
 RUN_FILE_PREFIXES = ("param_digest.rank",)

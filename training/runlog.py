@@ -1,6 +1,6 @@
 """The run's record: ``log.jsonl`` (one JSON object per line) and ``summary.json``.
 
-This is the contract the report tool and users read (README, "Logs"). Every line carries the
+This is the contract the report tool and users read (docs/training.md, "Logs"). Every line carries the
 same core keys, ``null`` where a key does not apply to the event, so a reader never has to
 guess whether a key is missing or just not measured::
 
