@@ -52,3 +52,10 @@ def run_mpi(np_, argv, timeout=120, env=None, cwd=REPO):
         proc.communicate()
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def error_lines(stderr, prefix="error:"):
+    """The ranks' one-line errors in a job's stderr. mpirun interleaves the ranks' streams
+    with its own MPI_ABORT notice, which can leave a stray space in front of a rank's line
+    (seen in full runs of make test), so lines are compared stripped."""
+    return [ln.strip() for ln in stderr.splitlines() if ln.strip().startswith(prefix)]

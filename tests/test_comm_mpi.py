@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mpi import WORKERS, run_mpi
+from mpi import WORKERS, error_lines, run_mpi
 
 pytestmark = pytest.mark.procs
 
@@ -110,7 +110,7 @@ def test_a_frozen_rank_makes_the_job_exit_within_the_timeout(tmp_path):
     assert not survivors, f"ranks still alive after mpirun ended: {survivors}"
     assert proc.returncode != 0
     assert ended - frozen_at < timeout_s + 10, (ended - frozen_at, proc.stderr[-3000:])
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("comm watchdog:")]
+    lines = error_lines(proc.stderr, "comm watchdog:")
     assert lines, proc.stderr[-3000:]
     reporters = {int(ln.split()[3]) for ln in lines}
     assert 1 not in reporters and reporters <= {0, 2, 3}

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from mpi import REPO, run_mpi
+from mpi import REPO, error_lines, run_mpi
 from training.config import ConfigError, load_config
 
 TINY = ["--set", "model.width=0.125", "--set", "data.image_size=32",
@@ -47,7 +47,7 @@ def test_a_grid_that_does_not_fit_fails_on_every_rank(toy_dir, tmp_path):
     proc = run_mpi(2, trainer("--data-dir", toy_dir, "--output-dir", str(tmp_path / "o"),
                               "--set", "comm.grid=2x2", *TINY), timeout=120)
     assert proc.returncode != 0
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    errors = error_lines(proc.stderr)
     assert len(errors) == 2, proc.stderr
     assert all("comm.grid=2x2 has 4 ranks but the job has 2" in e for e in errors)
     assert not os.path.exists(tmp_path / "o" / "log.jsonl")

@@ -7,7 +7,7 @@ import pytest
 from comm.nccl import NcclCommunicator
 from comm.plan import Grid
 from conftest import run_trainer
-from mpi import REPO, run_mpi
+from mpi import REPO, error_lines, run_mpi
 
 
 @pytest.mark.procs
@@ -62,7 +62,7 @@ def test_dry_run_of_native_nccl_charges_the_callback_for_its_host_checks():
 
 
 def error_lines(stderr):
-    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+    return error_lines(stderr, "error: ")
 
 
 @pytest.mark.procs

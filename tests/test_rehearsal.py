@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from mpi import REPO, WORKERS, mpirun_command, run_mpi
+from mpi import REPO, WORKERS, error_lines, mpirun_command, run_mpi
 from test_resume import digests, records, wait_for_step
 
 pytestmark = pytest.mark.procs
@@ -246,9 +246,7 @@ BENCH = [os.path.join(REPO, "tools", "bench_comm.py"), "--rehearse-gpu", "--back
 
 
 def errors(proc):
-    # mpirun interleaves the ranks' stderr with its own MPI_ABORT notice, which can leave a
-    # stray space in front of a rank's line (seen once in a full make test): strip it.
-    return [ln.strip() for ln in proc.stderr.splitlines() if ln.strip().startswith("error:")]
+    return error_lines(proc.stderr)
 
 
 @pytest.mark.procs

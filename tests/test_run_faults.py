@@ -29,7 +29,7 @@ import time
 import pytest
 
 from conftest import PYTHON, REPO, run_trainer
-from mpi import WORKERS, mpirun_command, run_mpi
+from mpi import WORKERS, error_lines, mpirun_command, run_mpi
 from training.checkpoint import list_checkpoints, load
 
 pytestmark = [pytest.mark.procs]
@@ -64,7 +64,7 @@ def fault_run(toy_dir, tmp_path, where, rank, step):
 def test_an_exception_on_one_rank_ends_the_whole_job(toy_dir, tmp_path, where, rank, thread):
     proc, after = fault_run(toy_dir, tmp_path, where, rank, 3)
     assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: rank ")]
+    lines = error_lines(proc.stderr, "error: rank ")
     assert lines and lines[0].startswith(f"error: rank {rank} on "), proc.stderr[-3000:]
     assert f"RuntimeError: injected fault in the {thread} of rank {rank}" in lines[0]
     assert after < ENDS_WITHIN_S, after
@@ -127,7 +127,7 @@ def test_resume_on_unreadable_checkpoints_changes_nothing(toy_dir, tmp_path):
                        "--resume"], timeout=300)
     assert proc.returncode != 0
     assert tree_digest(run) == before
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    errors = error_lines(proc.stderr, "error: ")
     named = {ln for ln in errors if "is unreadable" in ln}
     assert {f"step-{s:09d}.npz" for s in (3, 6, 9)} == {
         os.path.basename(ln.split()[2]) for ln in named}, proc.stderr[-2000:]
