@@ -350,22 +350,23 @@ def test_cli_says_which_overlap_it_assumes_and_what_the_trainer_does(args, expec
 
 
 @pytest.mark.procs
-def test_probe_under_mpirun_feeds_the_fitter(tmp_path):
-    """Real mpirun, 2 ranks: the probe's JSON lines are what the fitter reads."""
-    out = tmp_path / "probe.jsonl"
+def test_bench_comm_under_mpirun_feeds_the_fitter(tmp_path):
+    """Real mpirun, 2 ranks: the JSON lines tools/bench_comm.py writes are what the fitter
+    reads (make sim-calibrate fits on them)."""
+    out = tmp_path / "bench.jsonl"
     mpirun = os.path.join(os.path.dirname(PYTHON), "mpirun")
     r = subprocess.run([mpirun, "--oversubscribe", "--allow-run-as-root", "-np", "2", PYTHON,
-                        os.path.join(REPO, "tools", "sim_mpi_probe.py"), "--sizes",
-                        "4096,1048576,8388608", "--repeats", "3", "--out", str(out)],
+                        os.path.join(REPO, "tools", "bench_comm.py"), "--grid", "2x1",
+                        "--algorithms", "ring,torus2d,native", "--min-bytes", "4K",
+                        "--max-bytes", "1M", "--factor", "16", "--no-resnet", "--rounds", "2",
+                        "--json", str(out)],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = simulate_fit.read_rows(str(out))
     assert sorted({(x.algorithm, x.ranks) for x in rows}) == [("native", 2), ("ring", 2),
                                                               ("torus2d", 2)]
-    assert sorted({x.bytes for x in rows}) == [4096, 1048576, 8388608]
+    assert sorted({x.bytes for x in rows}) == [4096, 65536, 1048576]
     assert {x.grid for x in rows if x.algorithm == "torus2d"} == {(2, 1)}
-    # the fitter's step/byte accounting applies to every probe row (whether a fit on these
-    # timings succeeds depends on the machine's load, so that is left to make sim-calibrate)
+    # the fitter's step/byte accounting applies to every row (whether a fit on these timings
+    # succeeds depends on the machine's load, so that is left to make sim-calibrate)
     assert {simulate_fit.features(x)[0] for x in rows if x.algorithm != "native"} == {2}
-    fastest = simulate_fit.read_rows(str(out), time_key="min_us")
-    assert all(f.time_us <= r.time_us for f, r in zip(fastest, rows))
