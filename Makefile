@@ -119,9 +119,9 @@ bench-comm: setup
 	@mkdir -p runs
 	$(MPIRUN) -np $(NP) $(PY) tools/bench_comm.py --grid $(GRID) $(BENCH_COMM_ARGS)
 
-# Scale model (scale_model/; its command line is tools/simulate.py). sim-calibrate writes probe
-# lines unless SIM_JSON exists (e.g. SIM_JSON=runs/bench_comm.jsonl from tools/bench_comm.py --json), then fits and checks.
-SIM_JSON ?= runs/sim_probe.jsonl
+# Scale model (scale_model/; its command line is tools/simulate.py). sim-calibrate fits alpha and
+# beta on tools/bench_comm.py's JSON lines (make bench-comm writes them) and checks the fit.
+SIM_JSON ?= runs/bench_comm.jsonl
 simulate: setup
 	$(PY) -m tools.simulate paper
 	$(PY) -m tools.simulate table
@@ -129,10 +129,7 @@ simulate: setup
 	$(PY) -m tools.simulate validate --plot docs/scale_model_validation.png
 
 sim-calibrate: setup
-	@mkdir -p $(dir $(SIM_JSON))
-	@if [ ! -f $(SIM_JSON) ]; then for n in 4 2; do \
-	  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $(VENV)/bin/mpirun --oversubscribe \
-	    -np $$n $(PY) tools/sim_mpi_probe.py --out $(SIM_JSON) || exit 1; done; fi
+	@test -f $(SIM_JSON) || $(MAKE) bench-comm BENCH_COMM_ARGS="--check --json $(SIM_JSON)"
 	$(PY) -m tools.simulate fit $(SIM_JSON) --fit-algorithm ring --fit-ranks 4
 
 # GPU owners: a few minutes of real GPU work, a verdict per item (docs/gpu.md).

@@ -16,15 +16,20 @@ NVLink inside a node; across nodes, an InfiniBand adapter whose bandwidth is sha
 rings that leave the node at once (k adapters per node, so each of r crossing rings gets
 min(1, k / r) of one adapter). S is the gradient size in bytes, N = X * Y.
 
-    ring          2(N-1) steps of S/N. A flat ring leaves each node once per direction, so it
-                  uses ONE adapter (ring_channels=1, like comm/'s point-to-point ring); NCCL
-                  builds several rings (channels) and can use all k: pass ring_channels=k.
+The phases are comm/plan.py's (plan.phases, the list both executors run), each priced as a
+ring: steps from plan.collective_steps, bytes per rank from plan.phase_bytes and
+plan.collective_bytes, on the slowest link its group uses (a row inside a node: NVLink; a
+column, or the world, spanning nodes: the adapters):
+    ring          reduce-scatter then all-gather over the world, N-1 steps of S/N each. A flat
+                  ring leaves each node once per direction, so it uses ONE adapter
+                  (ring_channels=1, like comm/'s point-to-point ring); NCCL builds several rings
+                  (channels) and can use all k: pass ring_channels=k.
     torus2d       row reduce-scatter (X-1 steps of S/X), column all-reduce on S/X
                   (2(Y-1) steps of S/(XY); the X column rings run at once over the k adapters),
                   row all-gather (X-1 steps of S/X). 2(X-1)+2(Y-1) steps in all.
-    hierarchical  reduce to one leader per node (reduce-scatter + gather, 2(L-1) steps of S/L),
-                  ring among leaders on S (2(Y-1) steps of S/Y, one adapter), broadcast
-                  (scatter + all-gather, 2(L-1) steps of S/L).
+    hierarchical  on rows of L = GPUs per node: reduce to the row's leader (L-1 steps of S/L, a
+                  pipelined chain's latency), all-reduce among leaders on S (2(Y-1) steps of
+                  S/Y, one adapter), broadcast from the leader (L-1 steps of S/L).
     nccl_tree     reference only: NCCL's double binary tree, pipelined; latency
                   2((L-1) alpha_intra + ceil(log2 Y) alpha_inter), each node moves ~2S in each
                   direction over all k adapters (NCCL's own tuner charges tree bandwidth 0.5x).
@@ -46,13 +51,16 @@ nnabla's all_reduce_callback (comm.backward_callback) also blocks the host once 
 array in an MPI_Allreduce over the world before packing it (``callback_checks``, charged in
 full: nothing hides a host that waits; ``host_check_seconds``).
 
-Pure: numpy and the standard library only (train_resnet50.py --dry-run imports predict_step).
+Pure: numpy, the standard library and comm/plan.py (itself numpy only; tests/test_layout.py
+allows that one import) - train_resnet50.py --dry-run imports predict_step.
 The command line is tools/simulate.py (``python -m tools.simulate``).
 """
 import math
 from dataclasses import dataclass, replace
 
 import numpy as np
+
+import comm.plan as plan
 
 from .presets import PresetError, get_preset
 
@@ -70,20 +78,20 @@ class SimError(ValueError):
     """Bad input to the model; the message names the problem and the fix in one line."""
 
 
-# --- closed forms (must agree with comm/plan.py) --------------------------------------------
+# --- closed forms (comm/plan.py's, for the counts quoted in tables and tests) ----------------
 def ring_steps(n):
     """Sequential steps of a ring all-reduce over n ranks."""
-    return 2 * (n - 1)
+    return plan.steps("ring", plan.Grid.from_shape(n, 1, n))
 
 
 def torus_steps(x, y):
     """Sequential steps of the 2D-torus all-reduce on an x-by-y grid."""
-    return 2 * (x - 1) + 2 * (y - 1)
+    return plan.steps("torus2d", plan.Grid.from_shape(x, y, x * y))
 
 
 def allreduce_bytes_per_rank(n, size_bytes):
     """Bytes each rank sends in a bandwidth-optimal all-reduce (ring and torus2d alike)."""
-    return 2.0 * (n - 1) / n * size_bytes
+    return plan.bytes_per_rank(size_bytes, n)
 
 
 # --- topology ---------------------------------------------------------------------------------
@@ -173,8 +181,61 @@ def _ring_phase(name, steps, message, links, crossing, rings_per_node, intra_mes
     return Phase(name, "inter", steps, steps * message, steps * max(inter, intra))
 
 
+def _price(phase, size_bytes, grid, links):
+    """One of comm/plan.py's phases as rings: its steps and bytes are plan's closed forms; its
+    tier is the slowest link its group uses. A world group that leaves a node runs as
+    ring_channels rings on 1/ring_channels of the buffer each; a leaders-only phase has one
+    ring per node."""
+    ranks = np.arange(grid.size)
+    nodes = ranks // links.local_size
+    member_of = {"row": ranks // grid.x, "col": ranks % grid.x,
+                 "world": np.zeros(grid.size, np.int64)}[phase.group]
+    crossing, rings_per_node = _layout(member_of, nodes)
+    whole = grid.size       # plan counts whole bytes; the model's buffer is continuous
+    part, group_size = plan.phase_bytes(phase, whole, grid)
+    nbytes = size_bytes * part / whole
+    steps = plan.collective_steps(phase.collective, group_size)
+    sent = plan.collective_bytes(phase.collective, nbytes, group_size)
+    channels = links.ring_channels if crossing and phase.group == "world" else 1
+    if phase.leaders_only:
+        rings_per_node = 1
+    p = _ring_phase(phase.name, steps, sent / steps / channels, links, crossing,
+                    max(rings_per_node, channels), intra_message=sent / steps)
+    return Phase(p.name, p.tier, steps, sent, p.seconds)
+
+
+def _nccl_tree(size_bytes, n, links):
+    """NCCL's double binary tree, pipelined (scale_model's own: comm/ runs it as native)."""
+    local = min(links.local_size, n)
+    y = -(-n // links.local_size)
+    depth = math.ceil(math.log2(y)) if y > 1 else 0
+    latency = 2 * ((local - 1) * links.intra_alpha + depth * links.inter_alpha)
+    transfer = 2 * size_bytes / links.intra_bw if local > 1 else 0.0
+    if y > 1:
+        transfer = max(transfer, 2 * size_bytes / (links.adapters * links.inter_bw))
+    return Phase("double binary tree (pipelined)", "inter" if y > 1 else "intra",
+                 2 * ((local - 1) + depth), 2 * size_bytes, latency + transfer)
+
+
+def _model_grid(algorithm, n, links, grid):
+    """The grid comm/ would build: torus2d's given or auto grid; hierarchical's rows are nodes;
+    ring's one row of the world."""
+    if algorithm == "torus2d":
+        x, y = parse_grid(grid, n) if grid is not None else auto_grid(n, links.local_size)
+    elif algorithm == "hierarchical":
+        x = min(links.local_size, n)
+        if n % x:
+            raise SimError(f"hierarchical needs whole nodes: world size {n} is not a multiple "
+                           f"of {x} GPUs per node")
+        y = n // x
+    else:
+        x, y = n, 1
+    return plan.Grid.from_shape(x, y, n)
+
+
 def allreduce_phases(algorithm, size_bytes, world_size, links, grid=None):
-    """The phases of one all-reduce of ``size_bytes`` over ``world_size`` ranks."""
+    """The phases of one all-reduce of ``size_bytes`` over ``world_size`` ranks: comm/plan.py's
+    phases priced on the links (nccl_tree: the model's own), each plus one call_latency."""
     algorithm = ALIASES.get(algorithm, algorithm)
     if algorithm not in ALGORITHMS:
         raise SimError(f"unknown algorithm {algorithm!r}; choose one of "
@@ -183,54 +244,13 @@ def allreduce_phases(algorithm, size_bytes, world_size, links, grid=None):
         raise SimError(f"message size {size_bytes!r} bytes must be positive")
     n = _positive_int(world_size, "world size")
     s = float(size_bytes)
-    ranks = np.arange(n)
-    nodes = ranks // links.local_size
-    local = min(links.local_size, n)
-    phases = []
     if n == 1:
-        return phases
-    if algorithm == "ring":
-        crossing, _ = _layout(np.zeros(n, np.int64), nodes)
-        ch = links.ring_channels if crossing else 1   # ch rings, each on S/ch, share k adapters
-        p = _ring_phase("ring all-reduce", ring_steps(n), s / (n * ch), links, crossing, ch,
-                        intra_message=s / n)
-        phases.append(Phase(p.name, p.tier, p.steps, allreduce_bytes_per_rank(n, s), p.seconds))
-    elif algorithm == "torus2d":
-        x, y = parse_grid(grid, n) if grid is not None else auto_grid(n, links.local_size)
-        row_cross, row_share = _layout(ranks // x, nodes)
-        col_cross, col_share = _layout(ranks % x, nodes)
-        if x > 1:
-            phases.append(_ring_phase("row reduce-scatter", x - 1, s / x, links, row_cross,
-                                      row_share))
-        if y > 1:
-            phases.append(_ring_phase("column all-reduce", 2 * (y - 1), s / (x * y), links,
-                                      col_cross, col_share))
-        if x > 1:
-            phases.append(_ring_phase("row all-gather", x - 1, s / x, links, row_cross,
-                                      row_share))
-    elif algorithm == "hierarchical":
-        if n % local:
-            raise SimError(f"hierarchical needs whole nodes: world size {n} is not a multiple "
-                           f"of {local} GPUs per node")
-        y = n // local
-        if local > 1:
-            phases.append(_ring_phase("reduce to leader", 2 * (local - 1), s / local, links,
-                                      False, 0))
-        if y > 1:
-            phases.append(_ring_phase("leader ring all-reduce", 2 * (y - 1), s / y, links,
-                                      True, 1))
-        if local > 1:
-            phases.append(_ring_phase("broadcast from leader", 2 * (local - 1), s / local,
-                                      links, False, 0))
-    else:  # nccl_tree
-        y = -(-n // links.local_size)
-        depth = math.ceil(math.log2(y)) if y > 1 else 0
-        latency = 2 * ((local - 1) * links.intra_alpha + depth * links.inter_alpha)
-        transfer = 2 * s / links.intra_bw if local > 1 else 0.0
-        if y > 1:
-            transfer = max(transfer, 2 * s / (links.adapters * links.inter_bw))
-        phases.append(Phase("double binary tree (pipelined)", "inter" if y > 1 else "intra",
-                            2 * ((local - 1) + depth), 2 * s, latency + transfer))
+        return []
+    if algorithm == "nccl_tree":
+        phases = [_nccl_tree(s, n, links)]
+    else:
+        g = _model_grid(algorithm, n, links, grid)
+        phases = [_price(ph, s, g, links) for ph in plan.phases(algorithm, g)]
     return [Phase(p.name, p.tier, p.steps, p.bytes_per_rank, p.seconds + links.call_latency)
             for p in phases]
 

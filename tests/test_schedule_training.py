@@ -179,18 +179,3 @@ def test_schedule_errors_are_one_line_before_any_work(args, message, tmp_path):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
-
-
-def test_plot_from_a_run_log(tmp_path):
-    from tools.plot_schedule import curves_from_log, main
-    log = tmp_path / "log.jsonl"
-    rows = [{"event": "start", "epoch": 0.0, "lr": None, "global_batch": 28},
-            {"event": "stage", "stage": 0, "epoch": 0.0, "lr": 0.0, "global_batch": 28},
-            {"event": "step", "epoch": 0.5, "lr": 0.1, "global_batch": 28},
-            {"event": "stage", "stage": 1, "epoch": 1.5, "lr": 0.2, "global_batch": 56},
-            {"event": "step", "epoch": 2.0, "lr": 0.15, "global_batch": 56}]
-    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert curves_from_log(str(log)) == ([0.0, 0.5, 1.5, 2.0], [28, 28, 56, 56],
-                                         [0.0, 0.1, 0.2, 0.15], [1.5])
-    assert main([str(log), "-o", str(tmp_path / "s.png")]) == 0
-    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

@@ -37,15 +37,32 @@ def test_torus_steps_and_bytes_match_closed_forms(x, y):
     # bandwidth-optimal like the ring: the same bytes per rank, fewer steps
     assert sum(p.bytes_per_rank for p in ph) == pytest.approx(
         sim.allreduce_bytes_per_rank(x * y, S), abs=1e-6)
-    assert [p.name for p in ph] == (["row reduce-scatter"] if x > 1 else []) + \
-        (["column all-reduce"] if y > 1 else []) + (["row all-gather"] if x > 1 else [])
+    assert [p.name for p in ph] == (["rs_row"] if x > 1 else []) + \
+        (["ar_col"] if y > 1 else []) + (["ag_row"] if x > 1 else [])
+
+
+@pytest.mark.parametrize("n,local", [(8, 4), (64, 8), (2176, 4), (4, 4)])
+def test_hierarchical_prices_plans_phases(n, local):
+    # a reduce and a broadcast along the node, L-1 steps each (one pipelined library call),
+    # and a ring all-reduce among the Y leaders over one adapter
+    links = sim.Links(**{**V100.__dict__, "local_size": local})
+    ph = phases("hierarchical", n, links)
+    y = n // local
+    assert [(p.name, p.tier, p.steps) for p in ph] == \
+        [("reduce_row", "intra", local - 1)] + \
+        ([("ar_leaders", "inter", 2 * (y - 1))] if y > 1 else []) + \
+        [("bcast_row", "intra", local - 1)]
+    assert sum(p.bytes_per_rank for p in ph) == pytest.approx(
+        2 * (local - 1) / local * S + (2 * (y - 1) / y * S if y > 1 else 0))
+    assert ph[0].seconds - links.call_latency == pytest.approx(
+        (local - 1) * (links.intra_alpha + S / local / links.intra_bw))
 
 
 def test_torus_phase_tiers_follow_the_node_layout():
     # 4 GPUs per node: a 4x544 grid keeps rows inside nodes, columns cross them
     tiers = {p.name: p.tier for p in phases("torus2d", 2176, grid=(4, 544))}
-    assert tiers == {"row reduce-scatter": "intra", "column all-reduce": "inter",
-                     "row all-gather": "intra"}
+    assert tiers == {"rs_row": "intra", "ar_col": "inter",
+                     "ag_row": "intra"}
     # rows of 8 span two 4-GPU nodes
     assert {p.tier for p in phases("torus2d", 64, grid=(8, 8))} == {"inter"}
 
@@ -53,8 +70,8 @@ def test_torus_phase_tiers_follow_the_node_layout():
 def test_column_rings_share_the_nodes_adapters():
     # 8 GPUs/node, 8 adapters: the 8 column rings get one adapter each; with 2 adapters, a quarter
     narrow = sim.Links(**{**H200.__dict__, "adapters": 2})
-    col = [p for p in phases("torus2d", 64, H200) if p.name == "column all-reduce"][0]
-    col2 = [p for p in phases("torus2d", 64, narrow) if p.name == "column all-reduce"][0]
+    col = [p for p in phases("torus2d", 64, H200) if p.name == "ar_col"][0]
+    col2 = [p for p in phases("torus2d", 64, narrow) if p.name == "ar_col"][0]
     m = S / 64
     assert col.seconds - H200.call_latency == pytest.approx(
         14 * (H200.inter_alpha + m / H200.inter_bw))
@@ -142,7 +159,7 @@ def test_describe_step_names_the_phases_for_the_dry_run():
     lines = sim.describe_step(sim.predict_step(32, 2176, 4))
     assert len(lines) == 2
     assert "2176 GPUs (4 per node), 32 per GPU" in lines[0]
-    assert "torus2d 4x544 of 51.1 MB" in lines[1] and "column all-reduce" in lines[1]
+    assert "torus2d 4x544 of 51.1 MB" in lines[1] and "ar_col" in lines[1]
     assert "none (one rank)" in sim.describe_step(sim.predict_step(32, 1))[1]
 
 
@@ -350,22 +367,23 @@ def test_cli_says_which_overlap_it_assumes_and_what_the_trainer_does(args, expec
 
 
 @pytest.mark.procs
-def test_probe_under_mpirun_feeds_the_fitter(tmp_path):
-    """Real mpirun, 2 ranks: the probe's JSON lines are what the fitter reads."""
-    out = tmp_path / "probe.jsonl"
+def test_bench_comm_under_mpirun_feeds_the_fitter(tmp_path):
+    """Real mpirun, 2 ranks: the JSON lines tools/bench_comm.py writes are what the fitter
+    reads (make sim-calibrate fits on them)."""
+    out = tmp_path / "bench.jsonl"
     mpirun = os.path.join(os.path.dirname(PYTHON), "mpirun")
     r = subprocess.run([mpirun, "--oversubscribe", "--allow-run-as-root", "-np", "2", PYTHON,
-                        os.path.join(REPO, "tools", "sim_mpi_probe.py"), "--sizes",
-                        "4096,1048576,8388608", "--repeats", "3", "--out", str(out)],
+                        os.path.join(REPO, "tools", "bench_comm.py"), "--grid", "2x1",
+                        "--algorithms", "ring,torus2d,native", "--min-bytes", "4K",
+                        "--max-bytes", "1M", "--factor", "16", "--no-resnet", "--rounds", "2",
+                        "--json", str(out)],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = simulate_fit.read_rows(str(out))
     assert sorted({(x.algorithm, x.ranks) for x in rows}) == [("native", 2), ("ring", 2),
                                                               ("torus2d", 2)]
-    assert sorted({x.bytes for x in rows}) == [4096, 1048576, 8388608]
+    assert sorted({x.bytes for x in rows}) == [4096, 65536, 1048576]
     assert {x.grid for x in rows if x.algorithm == "torus2d"} == {(2, 1)}
-    # the fitter's step/byte accounting applies to every probe row (whether a fit on these
-    # timings succeeds depends on the machine's load, so that is left to make sim-calibrate)
+    # the fitter's step/byte accounting applies to every row (whether a fit on these timings
+    # succeeds depends on the machine's load, so that is left to make sim-calibrate)
     assert {simulate_fit.features(x)[0] for x in rows if x.algorithm != "native"} == {2}
-    fastest = simulate_fit.read_rows(str(out), time_key="min_us")
-    assert all(f.time_us <= r.time_us for f, r in zip(fastest, rows))

@@ -1,7 +1,7 @@
 """Draw the global batch and the learning rate over training (PNG, matplotlib's Agg backend).
 
-The trainer's dry run calls ``plot_schedule`` (``--plot-schedule PNG``); ``python -m
-tools.plot_schedule LOG`` draws the same panels from a run's log. The schedule arithmetic
+The trainer's dry run calls ``plot_schedule`` (``--plot-schedule PNG``); a run's log is drawn
+by ``tools/report`` (``batch_and_lr.png``). The schedule arithmetic
 lives in ``schedules/`` (pure, no plotting); this module only draws.
 """
 import os
