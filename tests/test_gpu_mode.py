@@ -61,16 +61,12 @@ def test_dry_run_of_native_nccl_charges_the_callback_for_its_host_checks():
     assert "all_reduce_callback's host checks" in line and callback_ms > plain_ms
 
 
-def error_lines(stderr):
-    return error_lines(stderr, "error: ")
-
-
 @pytest.mark.procs
 def test_without_the_gpu_stack_each_missing_piece_is_one_line(toy_dir, tmp_path):
     proc = run_trainer("--config", "configs/cpu_demo.yaml", "--data-dir", toy_dir,
                        "--output-dir", str(tmp_path / "o"), "--set", "device=gpu")
     assert proc.returncode != 0
-    lines = error_lines(proc.stderr)
+    lines = error_lines(proc.stderr, "error: ")
     assert len(lines) == 2 and len(proc.stderr.strip().splitlines()) == 2, proc.stderr
     assert "nnabla-ext-cuda is not installed" in lines[0]
     assert "libcudnn.so.8" in lines[1]
@@ -84,7 +80,7 @@ def test_under_mpirun_nccl_and_libmpi_are_checked_too(toy_dir, tmp_path):
                        "configs/cpu_demo.yaml", "--data-dir", toy_dir, "--output-dir",
                        str(tmp_path / "o"), "--set", "device=gpu"], timeout=120)
     assert proc.returncode != 0
-    lines = error_lines(proc.stderr)
+    lines = error_lines(proc.stderr, "error: ")
     assert any("NCCL (libnccl.so.2) is not loadable" in line for line in lines), proc.stderr
     assert any("Open MPI's libmpi.so is not loadable" in line and "OMPI_HOME" in line
                for line in lines)
